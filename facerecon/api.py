@@ -1,0 +1,155 @@
+"""The Python API: one call for everything the CLI does."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import typing
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pluggy
+
+from facerecon import faces
+from facerecon.context import RunResult
+from facerecon.errors import FaceReconError
+from facerecon.objective import forward_for
+from facerecon.plugins import Registered, plugin_manager, registry
+from facerecon.runner import embed_photo, instantiate
+from facerecon.runner import run as run_spec
+from facerecon.spec import PluginRef, Spec, load
+from facerecon.tracking import tracking_uri
+
+
+def validate(*paths: str | Path) -> list[Spec]:
+    """Validate spec files; raises one error listing every problem of every file."""
+    specs, lines = [], []
+    for path in paths:
+        try:
+            specs.append(load(path))
+        except FaceReconError as exc:
+            lines += exc.lines
+    if lines:
+        raise FaceReconError(lines[0], lines=lines)
+    return specs
+
+
+def run(
+    spec: str | Path | Spec, *, pm: pluggy.PluginManager | None = None, track: bool | None = None
+) -> RunResult:
+    """Validate (if a path) and run one spec; ``track`` overrides ``tracking.enabled``."""
+    spec = spec if isinstance(spec, Spec) else load(spec)
+    if track is not None:
+        spec = spec.model_copy(
+            update={"tracking": spec.tracking.model_copy(update={"enabled": track})}
+        )
+    return run_spec(spec, pm=pm)
+
+
+def _describe_type(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if not typing.get_args(annotation) else None
+    return text or str(annotation).replace("typing.", "")
+
+
+def plugins() -> list[dict[str, Any]]:
+    """Every plugin: kind, name, package, parameters (name: type = default), one-line doc."""
+    rows = []
+    entry: Registered
+    for kind, table in registry().by_kind.items():
+        for name, entry in sorted(table.items()):
+            params = [
+                f"{field}: {_describe_type(info.annotation)} = "
+                f"{info.get_default(call_default_factory=True)!r}"
+                for field, info in entry.cls.Params.model_fields.items()
+            ]
+            doc = (entry.cls.__doc__ or "").strip().splitlines()
+            rows.append(
+                {
+                    "kind": kind,
+                    "name": name,
+                    "package": entry.distribution,
+                    "plugin": entry.plugin,
+                    "params": params,
+                    "doc": doc[0] if doc else "",
+                }
+            )
+    return rows
+
+
+def model(name: str = "dlib-resnet", **params: Any):
+    """A face model plugin instance by name."""
+    reg = registry()
+    if name not in reg.names("model"):
+        raise FaceReconError(f"unknown model {name!r}; choose from {', '.join(reg.names('model'))}")
+    return instantiate(reg, "model", PluginRef(name=name, **params))
+
+
+def layers(model_name: str = "dlib-resnet", **params: Any) -> list[tuple[str, tuple]]:
+    """The tappable layers of a model with their output shapes (batch axis omitted)."""
+    face_model = model(model_name, **params)
+    net = face_model.network()
+    return [("pixels", (face_model.input_size, face_model.input_size, 3))] + [
+        (name, tuple(net.get_layer(name).output.shape[1:])) for name in face_model.tap_layers()
+    ]
+
+
+def embed(
+    photo: str | Path,
+    out: str | Path | None = None,
+    *,
+    model_name: str = "dlib-resnet",
+    align: bool = True,
+) -> tuple[np.ndarray, str]:
+    """The (pre-normalization) embedding of the face in a photo; saved to ``out`` if given."""
+    embedding, _, note = embed_photo(model(model_name), str(photo), align)
+    if out is not None:
+        np.save(out, embedding)
+    return embedding, note
+
+
+def embed_images(images: np.ndarray, model_name: str = "dlib-resnet") -> np.ndarray:
+    """Embeddings of model-ready chips (N, S, S, 3) in [0, 1]."""
+    face_model = model(model_name)
+    return forward_for(face_model).numpy(
+        np.stack(
+            [
+                faces.resize(i, face_model.input_size) if i.shape[0] != face_model.input_size else i
+                for i in images
+            ]
+        )
+    )[0]
+
+
+def ui(host: str = "127.0.0.1", port: int = 5000) -> int:
+    """Serve the MLflow UI on the store in force; returns the server's exit code."""
+    uri = tracking_uri()
+    cmd = [
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    if uri.startswith("sqlite:///mlruns/"):
+        cmd += ["--default-artifact-root", str(Path("mlruns").resolve())]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    return subprocess.call(cmd, env=env)
+
+
+__all__ = [
+    "embed",
+    "embed_images",
+    "layers",
+    "model",
+    "plugins",
+    "plugin_manager",
+    "run",
+    "ui",
+    "validate",
+]

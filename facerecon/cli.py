@@ -1,0 +1,130 @@
+"""The ``facerecon`` command line: a thin shell over :mod:`facerecon.api`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from facerecon.errors import FaceReconError
+
+err = Console(stderr=True)
+out = Console()
+
+
+def _friendly(fn: Callable) -> Callable:
+    """Turn user errors into one red line each and a non-zero exit, never a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except FaceReconError as exc:
+            for line in exc.lines:
+                err.print(f"[red]error:[/] {line}", highlight=False, soft_wrap=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]")
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group()
+@click.version_option(package_name="facerecon")
+def main() -> None:
+    """facerecon: turn face-recognition embeddings back into face images."""
+
+
+@main.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path())
+@click.option("--no-track", is_flag=True, help="Do not log to MLflow.")
+@_friendly
+def run(specs: tuple[str, ...], no_track: bool) -> None:
+    """Validate every SPEC, then run them one after the other."""
+    from facerecon import api
+    from facerecon.console import ConsoleReporter
+
+    validated = api.validate(*specs)
+    pm = api.plugin_manager()
+    for spec in validated:
+        reporter = ConsoleReporter(err)
+        pm.register(reporter)
+        try:
+            api.run(spec, pm=pm, track=False if no_track else None)
+        finally:
+            pm.unregister(reporter)
+
+
+@main.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path())
+@_friendly
+def validate(specs: tuple[str, ...]) -> None:
+    """Check SPEC files without running anything."""
+    from facerecon import api
+
+    for spec, path in zip(api.validate(*specs), specs, strict=True):
+        out.print(f"[green]ok[/] {path} ({spec.name})")
+
+
+@main.command()
+@_friendly
+def plugins() -> None:
+    """List every plugin: kind, name, package, parameters, doc."""
+    from facerecon import api
+
+    table = Table("kind", "name", "package", "parameters", "description", show_lines=True)
+    for row in api.plugins():
+        table.add_row(
+            row["kind"], row["name"], row["package"], "\n".join(row["params"]), row["doc"]
+        )
+    out.print(table)
+
+
+@main.command()
+@click.argument("model", default="dlib-resnet")
+@_friendly
+def layers(model: str) -> None:
+    """List the layers of MODEL that regularizers can tap, with their shapes."""
+    from facerecon import api
+
+    table = Table("layer", "shape", title=f"{model}: tappable layers")
+    for name, shape in api.layers(model):
+        table.add_row(name, "x".join(map(str, shape)))
+    out.print(table)
+
+
+@main.command()
+@click.argument("photo", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(), help="Where to write the .npy.")
+@click.option("--model", default="dlib-resnet", show_default=True)
+@click.option("--no-align", is_flag=True, help="The photo is already a tight face crop.")
+@_friendly
+def embed(photo: str, output: str, model: str, no_align: bool) -> None:
+    """Write the embedding of the face in PHOTO to an .npy file."""
+    from facerecon import api
+
+    embedding, note = api.embed(photo, output, model_name=model, align=not no_align)
+    err.print(
+        f"{photo}: {note}; {embedding.shape[0]}-d embedding, norm "
+        f"{float((embedding**2).sum() ** 0.5):.4f} -> {output}"
+    )
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True)
+@_friendly
+def ui(host: str, port: int) -> None:
+    """Serve the MLflow UI on the run store."""
+    from facerecon import api
+
+    err.print(f"MLflow UI on http://{host}:{port} (Ctrl-C to stop)")
+    sys.exit(api.ui(host, port))

@@ -1,0 +1,79 @@
+"""The terminal side of a run: a rich progress bar with live loss and cosine, then a summary."""
+
+from __future__ import annotations
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from facerecon.context import RunContext, StepInfo
+from facerecon.hookspecs import hookimpl
+
+
+class ConsoleReporter:
+    """A lifecycle plugin the CLI registers for the length of a run."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.progress: Progress | None = None
+        self.task = None
+
+    @hookimpl
+    def before_run(self, context: RunContext) -> None:
+        spec = context.spec
+        self.console.print(
+            f"[bold]{spec.name}[/]: {len(context.targets)} target(s) x "
+            f"{max(len(context.guide_images), 1)} guide(s) x {spec.restarts} restart(s) = "
+            f"batch {len(context.elements)} on {spec.model.name}, {spec.solver.name}"
+        )
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4g}  cos {task.fields[cos]:.3f}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.task = self.progress.add_task(
+            "solving", total=context.total_steps or None, loss=float("nan"), cos=float("nan")
+        )
+        self.progress.start()
+
+    @hookimpl
+    def after_step(self, context: RunContext, step: StepInfo) -> None:
+        self.progress.update(
+            self.task,
+            completed=step.step + 1,
+            loss=float(np.mean(step.terms["total"])),
+            cos=float(np.mean(step.terms["cosine"])),
+        )
+
+    @hookimpl
+    def after_run(self, context: RunContext) -> None:
+        self._stop()
+        result = context.result
+        table = Table(title=f"{context.spec.name}: {result.steps} steps, {result.stop_reason}")
+        for col in ("target", "kept", "distance", "cosine", "total loss"):
+            table.add_column(col, justify="right" if col != "target" else "left")
+        for target, index in enumerate(result.best):
+            table.add_row(
+                str(target),
+                context.elements[index].label,
+                f"{result.terms['distance'][index]:.4f}",
+                f"{result.terms['cosine'][index]:.4f}",
+                f"{result.terms['total'][index]:.4g}",
+            )
+        self.console.print(table)
+        if result.run_id:
+            self.console.print(f"MLflow run [bold]{result.run_id}[/] (facerecon ui to browse)")
+
+    @hookimpl
+    def on_error(self, context: RunContext, error: BaseException) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None

@@ -1,0 +1,133 @@
+"""Face material: reading photos, built-in faces that ship with installed packages, and
+cutting model-ready chips.
+
+Built-ins (``builtin:NAME``): ``astronaut`` (skimage, NASA portrait of Eileen Collins),
+``grace-hopper`` (matplotlib sample data), ``lfw/<i>`` (skimage's LFW subset, 100 tight
+25x25 grayscale crops), ``lfw`` (all 100 as a collection) and ``average-face`` (their mean).
+"""
+
+from __future__ import annotations
+
+import difflib
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import skimage.color
+import skimage.data
+import skimage.io
+import skimage.transform
+
+from facerecon.errors import FaceReconError
+from facerecon.kinds import FaceModel
+
+BUILTINS = ("astronaut", "grace-hopper", "lfw", "lfw/<i>", "average-face")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """Float32 RGB in [0, 1] from gray, RGB or RGBA, uint8 or float."""
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        image = image.astype(np.float32) / 255.0
+    image = image.astype(np.float32)
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = skimage.color.rgba2rgb(image).astype(np.float32)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise FaceReconError(f"expected a gray, RGB or RGBA image, got shape {image.shape}")
+    return np.clip(image, 0.0, 1.0)
+
+
+@cache
+def _lfw() -> np.ndarray:
+    # The subset's first 100 images are faces; the other 100 are not.
+    return skimage.data.lfw_subset()[:100].astype(np.float32)
+
+
+def _builtin(name: str) -> np.ndarray | list[np.ndarray]:
+    if name == "astronaut":
+        return as_rgb(skimage.data.astronaut())
+    if name == "grace-hopper":
+        import matplotlib.cbook
+
+        with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+            return as_rgb(skimage.io.imread(f))
+    if name == "lfw":
+        return [as_rgb(face) for face in _lfw()]
+    if name == "average-face":
+        return as_rgb(_lfw().mean(axis=0))
+    if name.startswith("lfw/") and name[4:].isdigit() and int(name[4:]) < 100:
+        return as_rgb(_lfw()[int(name[4:])])
+    near = difflib.get_close_matches(name, BUILTINS, n=2, cutoff=0.5)
+    hint = f" (did you mean {' or '.join(repr(n) for n in near)}?)" if near else ""
+    raise FaceReconError(
+        f"builtin:{name}: no such built-in face; choose from {', '.join(BUILTINS)} "
+        f"(lfw/<i> with i in 0..99){hint}"
+    )
+
+
+def read_images(source: str, base_dir: Path = Path(".")) -> list[np.ndarray]:
+    """Every image a source names: a built-in, a photo, or a folder (LFW style, recursive)."""
+    if source.startswith("builtin:"):
+        found = _builtin(source.removeprefix("builtin:"))
+        return found if isinstance(found, list) else [found]
+    path = Path(source).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise FaceReconError(f"{source}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        return [read_photo(p) for p in files]
+    return [read_photo(path)]
+
+
+def read_photo(path: Path) -> np.ndarray:
+    """One photo file as float RGB in [0, 1]."""
+    if not path.exists():
+        raise FaceReconError(f"{path}: file not found")
+    try:
+        return as_rgb(skimage.io.imread(path))
+    except FaceReconError:
+        raise
+    except Exception as exc:
+        raise FaceReconError(
+            f"{path}: not a readable image ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def read_image(source: str, base_dir: Path = Path(".")) -> np.ndarray:
+    """Exactly one image from a source."""
+    images = read_images(source, base_dir)
+    if len(images) != 1:
+        raise FaceReconError(f"{source}: names {len(images)} images where one is expected")
+    return images[0]
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Anti-aliased resize to a square of ``size``."""
+    out = skimage.transform.resize(image, (size, size), anti_aliasing=True, preserve_range=True)
+    return out.astype(np.float32)
+
+
+def chip(model: FaceModel, photo: np.ndarray, align: bool, source: str) -> tuple[np.ndarray, str]:
+    """The model-ready chip of a photo, and a note on which face was used."""
+    if not align:
+        return resize(photo, model.input_size), "used whole (align: false)"
+    faces = model.align(photo)
+    if not faces:
+        raise FaceReconError(
+            f"{source}: no face found by {model.name}'s detector; use a photo with a clear "
+            "frontal face, or `align: false` if it is already a tight face crop"
+        )
+    left, top, right, bottom = faces[0].box
+    note = f"face at ({left}, {top})-({right}, {bottom})"
+    if len(faces) > 1:
+        note += f", the largest of {len(faces)} faces"
+    return faces[0].image.astype(np.float32), note
+
+
+def chips(model: FaceModel, source: str, align: bool, base_dir: Path = Path(".")) -> np.ndarray:
+    """Chips of every image a source names (for collections such as ``builtin:lfw``)."""
+    return np.stack([chip(model, im, align, source)[0] for im in read_images(source, base_dir)])

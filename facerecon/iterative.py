@@ -1,0 +1,89 @@
+"""The iterative solvers' shared loop: one compiled step, any Keras optimizer.
+
+``sgd`` and ``adam`` differ only in the optimizer they build.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+from pydantic import BaseModel, ConfigDict, Field
+
+from facerecon import pyramid
+from facerecon.context import StepInfo
+from facerecon.kinds import Params, Solver, SolveResult
+from facerecon.objective import Objective
+
+
+class LapNormalize(BaseModel):
+    """Per-band normalization of the gradient (the deepdream technique the paper uses)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    levels: int = Field(4, ge=1, le=8, description="pyramid levels")
+
+
+class IterativeParams(Params):
+    steps: int = Field(400, ge=1, description="maximum number of steps")
+    lr: float = Field(0.01, gt=0, description="learning rate")
+    tolerance: float = Field(
+        0.0,
+        ge=0,
+        description="stop when the mean total loss changes less than this "
+        "(relative) for `patience` steps; 0 = run all steps",
+    )
+    patience: int = Field(10, ge=1, description="steps below tolerance before stopping")
+    lap_normalize: LapNormalize | None = Field(
+        None, description="Laplacian-pyramid gradient normalization"
+    )
+
+
+class IterativeSolver(Solver):
+    """Gradient descent on the pixels with pixel values kept in [0, 1]."""
+
+    Params = IterativeParams
+
+    @abstractmethod
+    def optimizer(self) -> keras.optimizers.Optimizer:
+        """A fresh optimizer for one solve."""
+
+    def solve(
+        self, objective: Objective, init: np.ndarray, on_step: Callable[[StepInfo], None]
+    ) -> SolveResult:
+        p = self.params
+        images = tf.Variable(np.asarray(init, np.float32), name="images")
+        optimizer = self.optimizer()
+        levels = p.lap_normalize.levels if p.lap_normalize else 0
+
+        @tf.function
+        def step(weights: tf.Tensor) -> dict[str, tf.Tensor]:
+            with tf.GradientTape() as tape:
+                terms = objective(images, weights)
+                loss = tf.reduce_sum(terms["total"])
+            grad = tape.gradient(loss, images)
+            if levels:
+                grad = pyramid.normalize(grad, levels)
+            optimizer.apply_gradients([(grad, images)])
+            images.assign(tf.clip_by_value(images, 0.0, 1.0))
+            return terms
+
+        previous, calm, reason, t = None, 0, "max steps", 0
+        for t in range(p.steps):
+            weights = objective.weights_at(t)
+            terms = {k: v.numpy() for k, v in step(tf.constant(weights)).items()}
+            named = dict(zip(objective.labels, map(float, weights), strict=True))
+            on_step(StepInfo(t, terms, named, images))
+            current = float(np.mean(terms["total"]))
+            if not np.isfinite(current):
+                reason = "diverged (loss is not finite)"
+                break
+            if p.tolerance and previous is not None:
+                calm = calm + 1 if abs(current - previous) <= p.tolerance * abs(previous) else 0
+                if calm >= p.patience:
+                    reason = f"tolerance {p.tolerance} reached"
+                    break
+            previous = current
+        return SolveResult(images=images.numpy(), steps=t + 1, stop_reason=reason)

@@ -1,0 +1,194 @@
+"""One run: validated spec -> plugins -> targets and guides -> batch -> solver -> hooks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pluggy
+import tensorflow as tf
+
+from facerecon import faces
+from facerecon.context import BatchElement, PrepareContext, RunContext, RunResult
+from facerecon.errors import FaceReconError
+from facerecon.kinds import FaceModel, Plugin
+from facerecon.objective import Objective, Term, forward_for
+from facerecon.plugins import Registry, plugin_manager, registry
+from facerecon.spec import PluginRef, Spec, TargetRef
+
+
+def instantiate(reg: Registry, kind: str, ref: PluginRef, host_keys: set[str] = frozenset()) -> Any:
+    """The plugin instance a spec entry names, with its validated parameters."""
+    cls: type[Plugin] = reg.get(kind, ref.name)
+    params = {k: v for k, v in ref.params.items() if k not in host_keys}
+    return cls(cls.Params.model_validate(params))
+
+
+def load_embeddings(path: Path, model: FaceModel, normalized: bool) -> np.ndarray:
+    """Rows of an .npy embedding file, checked against the model."""
+    if not path.exists():
+        raise FaceReconError(f"{path}: embedding file not found")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise FaceReconError(f"{path}: not a .npy array ({type(exc).__name__}: {exc})") from None
+    rows = np.atleast_2d(np.asarray(data, np.float32))
+    if rows.ndim != 2 or rows.shape[1] != model.embedding_size:
+        raise FaceReconError(
+            f"{path}: embedding of shape {tuple(data.shape)}; model {model.name!r} makes "
+            f"{model.embedding_size}-d embeddings (shape ({model.embedding_size},) or "
+            f"(N, {model.embedding_size}))"
+        )
+    if not np.all(np.isfinite(rows)):
+        raise FaceReconError(f"{path}: embedding holds NaN or infinite values")
+    norms = np.linalg.norm(rows, axis=1)
+    if normalized and not np.allclose(norms, 1.0, atol=1e-3):
+        raise FaceReconError(
+            f"{path}: `normalized: true` but the norms are {np.round(norms, 3).tolist()}, not 1"
+        )
+    return rows
+
+
+def embed_photo(
+    model: FaceModel, source: str, align: bool = True, base_dir: Path = Path(".")
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(embedding, chip, which-face note) of one photo."""
+    chip, note = faces.chip(model, faces.read_image(source, base_dir), align, source)
+    embedding, _ = forward_for(model).numpy(chip[None])
+    return embedding[0], chip, note
+
+
+def _targets(spec: Spec, model: FaceModel) -> tuple[np.ndarray, list[bool], list[Any]]:
+    embeddings, normalized, chips = [], [], []
+    for ref in spec.targets:
+        for emb, chip in _target_rows(ref, spec.base_dir, model):
+            embeddings.append(
+                emb / np.linalg.norm(emb) if ref.normalized and chip is not None else emb
+            )
+            normalized.append(ref.normalized)
+            chips.append(chip)
+    return np.stack(embeddings).astype(np.float32), normalized, chips
+
+
+def _target_rows(ref: TargetRef, base_dir: Path, model: FaceModel) -> list[tuple[Any, Any]]:
+    if ref.embedding is not None:
+        path = Path(ref.embedding).expanduser()
+        rows = load_embeddings(
+            path if path.is_absolute() else base_dir / path, model, ref.normalized
+        )
+        return [(row, None) for row in rows]
+    emb, chip, _ = embed_photo(model, ref.image, ref.align, base_dir)
+    return [(emb, chip)]
+
+
+def _init(
+    spec: Spec, elements: list[BatchElement], guides: list[np.ndarray], model: FaceModel
+) -> np.ndarray:
+    size = model.input_size
+    rng = np.random.default_rng(spec.seed)
+    init = spec.init
+    if init.kind == "noise":
+        shape = (len(elements), size, size, 3)
+        return np.clip(0.5 + init.noise * rng.standard_normal(shape), 0, 1).astype(np.float32)
+    if init.kind == "guide":
+        return np.stack([guides[e.guide] for e in elements])
+    base = (
+        faces.chips(model, "builtin:lfw", False).mean(axis=0)
+        if init.kind == "mean"
+        else faces.chip(model, faces.read_image(init.image, spec.base_dir), False, init.image)[0]
+    )
+    return np.repeat(base[None], len(elements), axis=0)
+
+
+def prepare(spec: Spec, reg: Registry | None = None) -> tuple[RunContext, Objective, Any]:
+    """Everything up to step 0: plugins, targets, guides, batch, objective, initial images."""
+    reg = reg or registry()
+    model: FaceModel = instantiate(reg, "model", spec.model)
+    metric = instantiate(reg, "metric", spec.loss.metric)
+    terms, seen = [], {}
+    for ref in spec.loss.regularizers:
+        seen[ref.name] = seen.get(ref.name, 0) + 1
+        label = ref.label or (ref.name if seen[ref.name] == 1 else f"{ref.name}_{seen[ref.name]}")
+        reg_obj = instantiate(reg, "regularizer", ref, {"weight", "schedule", "label"})
+        terms.append(Term(label, reg_obj, ref.weight, ref.schedule))
+    solver = instantiate(reg, "solver", spec.solver)
+
+    targets, normalized, target_chips = _targets(spec, model)
+    guide_chips = [
+        faces.chip(model, faces.read_image(g.image, spec.base_dir), g.align, g.image)[0]
+        for g in spec.guides
+    ]
+    guide_ids = list(range(len(guide_chips))) or [None]
+    elements = [
+        BatchElement(t, g, r)
+        for t in range(len(targets))
+        for g in guide_ids
+        for r in range(spec.restarts)
+    ]
+    index = [e.target for e in elements]
+    objective = Objective(model, metric, terms, targets[index], np.array(normalized)[index])
+    guides = np.stack([guide_chips[e.guide] for e in elements]) if guide_chips else None
+
+    def forward(images: np.ndarray, taps: list[str]):
+        return forward_for(model, taps).numpy(images)
+
+    prep = PrepareContext(
+        model=model,
+        forward=forward,
+        guides=guides,
+        seed=spec.seed,
+        load_images=lambda src, align: faces.chips(model, src, align, spec.base_dir),
+    )
+    for term in terms:
+        term.regularizer.prepare(prep)
+    context = RunContext(
+        spec=spec,
+        model=model,
+        elements=elements,
+        targets=targets,
+        target_images=target_chips,
+        guide_images=guide_chips,
+        labels=objective.labels,
+        total_steps=getattr(solver.params, "steps", 0),
+    )
+    context.extras["init"] = _init(spec, elements, guide_chips, model)
+    return context, objective, solver
+
+
+def best_per_target(context: RunContext, distance: np.ndarray) -> list[int]:
+    """Per target, the batch index with the smallest embedding distance (paper, Sec. 3)."""
+    best: dict[int, int] = {}
+    for i, element in enumerate(context.elements):
+        j = best.get(element.target)
+        if j is None or distance[i] < distance[j]:
+            best[element.target] = i
+    return [best[t] for t in sorted(best)]
+
+
+def run(spec: Spec, *, pm: pluggy.PluginManager | None = None) -> RunResult:
+    """Run one validated spec; lifecycle hooks see every stage. Returns the result."""
+    pm = pm or plugin_manager()
+    context, objective, solver = prepare(spec, registry(pm))
+    pm.hook.before_run(context=context)
+    try:
+        solved = solver.solve(
+            objective,
+            context.extras.pop("init"),
+            lambda step: pm.hook.after_step(context=context, step=step),
+        )
+        weights = tf.constant(objective.weights_at(max(solved.steps - 1, 0)))
+        final = {k: v.numpy() for k, v in objective(tf.constant(solved.images), weights).items()}
+        context.result = RunResult(
+            images=solved.images,
+            terms=final,
+            best=best_per_target(context, final["distance"]),
+            steps=solved.steps,
+            stop_reason=solved.stop_reason,
+            run_id=context.extras.get("mlflow_run_id"),
+        )
+    except BaseException as exc:
+        pm.hook.on_error(context=context, error=exc)
+        raise
+    pm.hook.after_run(context=context)
+    return context.result

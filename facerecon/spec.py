@@ -1,0 +1,276 @@
+"""The experiment spec: YAML in, a validated :class:`Spec` out, every problem reported at once.
+
+Each problem is one line: the key path, the bad value, what is allowed, and close matches.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from facerecon.errors import FaceReconError
+from facerecon.plugins import Registry, registry
+from facerecon.schedules import Schedule
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PluginRef(BaseModel):
+    """A plugin by name; every other key is that plugin's parameter."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class RegularizerRef(PluginRef):
+    """A regularizer with its weight and weight schedule (owned by the host)."""
+
+    weight: float = Field(1.0, ge=0)
+    schedule: Schedule = Schedule()
+    label: str | None = Field(None, description="name of the term in logs (default: the name)")
+
+
+HOST_KEYS = {
+    "model": {"name"},
+    "metric": {"name"},
+    "solver": {"name"},
+    "regularizer": {"name", "weight", "schedule", "label"},
+}
+
+
+class ImageRef(_Strict):
+    """A face photo (path, relative to the spec, or ``builtin:NAME``)."""
+
+    image: str
+    align: bool = Field(True, description="detect and align the face; false for tight crops")
+
+
+class TargetRef(_Strict):
+    """A target: a photo to embed, or an embedding file (.npy, one row per target)."""
+
+    image: str | None = None
+    embedding: str | None = None
+    align: bool = True
+    normalized: bool = Field(
+        False, description="the embedding is L2-normalized (F(p) is normalized to match)"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TargetRef:
+        if (self.image is None) == (self.embedding is None):
+            raise ValueError("give exactly one of `image` or `embedding`")
+        return self
+
+
+class LossSpec(_Strict):
+    metric: PluginRef = PluginRef(name="l2")
+    regularizers: list[RegularizerRef] = []
+
+
+class InitSpec(_Strict):
+    """Where the images start: seeded noise, the guide, the mean face, or a given image."""
+
+    kind: Literal["noise", "guide", "mean", "image"] = "noise"
+    image: str | None = None
+    noise: float = Field(0.1, ge=0, le=1, description="noise std around gray (kind: noise)")
+
+    @model_validator(mode="after")
+    def _image(self) -> InitSpec:
+        if (self.kind == "image") != (self.image is not None):
+            raise ValueError("`image` is required with kind: image, and only then")
+        return self
+
+
+class TrackingSpec(_Strict):
+    enabled: bool = True
+    experiment: str = "facerecon"
+    run_name: str | None = None
+    image_every: int = Field(25, ge=1, description="log step images every N steps")
+
+
+class Spec(_Strict):
+    """A whole experiment."""
+
+    name: str
+    description: str = ""
+    model: PluginRef = PluginRef(name="dlib-resnet")
+    targets: list[TargetRef] = Field(min_length=1)
+    guides: list[ImageRef] = []
+    loss: LossSpec = LossSpec()
+    solver: PluginRef = PluginRef(name="adam")
+    init: InitSpec = InitSpec()
+    restarts: int = Field(1, ge=1, description="random restarts per target and guide")
+    seed: int = 0
+    tracking: TrackingSpec = TrackingSpec()
+    base_dir: Path = Field(Path("."), exclude=True, description="where relative paths start")
+
+    def resolved(self) -> dict[str, Any]:
+        """The spec with every default filled in, as plain data."""
+        return self.model_dump(mode="json", exclude={"base_dir"})
+
+
+# ---- error formatting ------------------------------------------------------------------
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _close(value: Any, choices: list[str]) -> str:
+    if not isinstance(value, str):
+        return ""
+    near = difflib.get_close_matches(value, choices, n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(n) for n in near)}?)" if near else ""
+
+
+def _allowed_keys(model: type[BaseModel], extra: set[str] = frozenset()) -> list[str]:
+    return sorted(set(model.model_fields) - {"base_dir"} | set(extra))
+
+
+def _model_at(loc: tuple[Any, ...], root: type[BaseModel]) -> type[BaseModel] | None:
+    """The pydantic model that owns the key at ``loc`` (for listing allowed keys)."""
+    model: Any = root
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) else None
+        if field is None:
+            return None
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        model = next(
+            (a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None
+        )
+        if model is None:
+            return None
+    return model
+
+
+def _format(
+    err: dict[str, Any],
+    prefix: tuple[Any, ...],
+    model: type[BaseModel] | None,
+    extra_keys: set[str] = frozenset(),
+) -> str:
+    loc = prefix + tuple(err["loc"])
+    value = err.get("input")
+    if err["type"] == "extra_forbidden":
+        owner = (
+            model
+            if len(err["loc"]) == 1
+            else _model_at(tuple(err["loc"]), model)
+            if model
+            else None
+        )
+        allowed = (
+            _allowed_keys(owner, extra_keys if len(err["loc"]) == 1 else set()) if owner else []
+        )
+        key = str(loc[-1])
+        return (
+            f"{_path(loc)}: unknown key {key!r}; allowed: {', '.join(allowed)}"
+            f"{_close(key, allowed)}"
+        )
+    msg = err["msg"].removeprefix("Value error, ")
+    shown = "" if err["type"] == "missing" else f" (got {value!r})"
+    expected = err.get("ctx", {}).get("expected")
+    hint = (
+        _close(value, [e.strip(" '") for e in expected.replace(" or ", ",").split(",")])
+        if isinstance(expected, str)
+        else ""
+    )
+    return f"{_path(loc)}: {msg}{shown}{hint}"
+
+
+def _plugin_refs(raw: dict[str, Any]) -> list[tuple[tuple[Any, ...], str, Any]]:
+    """Every (key path, kind, raw entry) that names a plugin, read from the raw spec."""
+    refs: list[tuple[tuple[Any, ...], str, Any]] = []
+    for key, kind in (("model", "model"), ("solver", "solver")):
+        if key in raw:
+            refs.append(((key,), kind, raw[key]))
+    loss = raw.get("loss")
+    if isinstance(loss, dict):
+        if "metric" in loss:
+            refs.append((("loss", "metric"), "metric", loss["metric"]))
+        regs = loss.get("regularizers")
+        if isinstance(regs, list):
+            refs.extend((("loss", "regularizers", i), "regularizer", r) for i, r in enumerate(regs))
+    return refs
+
+
+def _check_plugin(loc: tuple[Any, ...], kind: str, entry: Any, reg: Registry) -> list[str]:
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        return []  # the host model reports the shape problem
+    name = entry["name"]
+    names = reg.names(kind)
+    if name not in names:
+        return [
+            f"{_path(loc + ('name',))}: unknown {kind} {name!r}; choose from "
+            f"{', '.join(names)}{_close(name, names)}"
+        ]
+    params_model = reg.get(kind, name).Params
+    params = {k: v for k, v in entry.items() if k not in HOST_KEYS[kind]}
+    try:
+        params_model.model_validate(params)
+    except ValidationError as exc:
+        return [_format(e, loc, params_model, HOST_KEYS[kind]) for e in exc.errors()]
+    return []
+
+
+def validate(raw: Any, *, base_dir: Path = Path("."), reg: Registry | None = None) -> Spec:
+    """Validate raw spec data; raise one :class:`FaceReconError` listing every problem."""
+    if not isinstance(raw, dict):
+        raise FaceReconError(f"(top level): a spec is a mapping of keys, got {type(raw).__name__}")
+    reg = reg or registry()
+    problems: list[str] = []
+    spec: Spec | None = None
+    try:
+        spec = Spec.model_validate({**raw, "base_dir": base_dir})
+    except ValidationError as exc:
+        problems += [_format(e, (), Spec) for e in exc.errors()]
+    for loc, kind, entry in _plugin_refs(raw):
+        problems += _check_plugin(loc, kind, entry, reg)
+    if spec is not None and not spec.guides:
+        for i, r in enumerate(spec.loss.regularizers):
+            if r.name == "guide":
+                problems.append(
+                    f"loss.regularizers[{i}]: regularizer 'guide' needs at least "
+                    "one entry under `guides`"
+                )
+        if spec.init.kind == "guide":
+            problems.append("init.kind: 'guide' needs at least one entry under `guides`")
+    if problems:
+        raise FaceReconError(problems[0], lines=sorted(set(problems), key=problems.index))
+    assert spec is not None
+    return spec
+
+
+def load(path: str | Path, *, reg: Registry | None = None) -> Spec:
+    """Read a YAML spec file (safe loading only) and validate it."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise FaceReconError(f"{path}: spec file not found") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise FaceReconError(f"{path}:{where}: not valid YAML: {problem}") from None
+    try:
+        return validate(raw, base_dir=path.parent, reg=reg)
+    except FaceReconError as exc:
+        lines = [f"{path}: {line}" for line in exc.lines]
+        raise FaceReconError(lines[0], lines=lines) from None

@@ -1,0 +1,1 @@
+"""facerecon's built-in plugins, registered through the "facerecon" entry-point group."""

@@ -1,0 +1,29 @@
+"""Shared fixtures: the tiny model registered in code, an isolated MLflow store."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest
+
+from facerecon.plugins import plugin_manager
+
+from . import tiny_model
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tiny() -> None:
+    pm = plugin_manager()
+    if pm.get_plugin("tests.tiny") is None:
+        pm.register(tiny_model, name="tests.tiny")
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A fresh sqlite MLflow store; returns its URI."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    return uri
