@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from functools import wraps
 
@@ -16,7 +17,18 @@ from rich.table import Table
 from facerecon.errors import FaceReconError
 
 err = Console(stderr=True)
-out = Console()
+
+
+def out() -> Console:
+    """Standard output, sized to the terminal at the time of the call."""
+    return Console()
+
+
+def _warn(message, category, filename, lineno, file=None, line=None) -> None:
+    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+warnings.showwarning = _warn
 
 
 def _friendly(fn: Callable) -> Callable:
@@ -71,7 +83,7 @@ def validate(specs: tuple[str, ...]) -> None:
     from facerecon import api
 
     for spec, path in zip(api.validate(*specs), specs, strict=True):
-        out.print(f"[green]ok[/] {path} ({spec.name})")
+        out().print(f"[green]ok[/] {path} ({spec.name})")
 
 
 @main.command()
@@ -85,7 +97,7 @@ def plugins() -> None:
         table.add_row(
             row["kind"], row["name"], row["package"], "\n".join(row["params"]), row["doc"]
         )
-    out.print(table)
+    out().print(table)
 
 
 @main.command()
@@ -98,7 +110,7 @@ def layers(model: str) -> None:
     table = Table("layer", "shape", title=f"{model}: tappable layers")
     for name, shape in api.layers(model):
         table.add_row(name, "x".join(map(str, shape)))
-    out.print(table)
+    out().print(table)
 
 
 @main.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import warnings
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -38,8 +39,17 @@ class Registry:
         return sorted(self.by_kind.get(kind, {}))
 
 
+class PluginLoadWarning(UserWarning):
+    """A plugin package is installed but could not be imported."""
+
+
 def _load_entry_points(pm: pluggy.PluginManager) -> dict[str, str]:
-    """Import every "facerecon" entry point; returns plugin name -> distribution name."""
+    """Import every "facerecon" entry point; returns plugin name -> distribution name.
+
+    A plugin that fails to import is skipped with a warning naming it and its
+    distribution (and remembered in :data:`failures`), so one broken package does not
+    take every other plugin down with it.
+    """
     origins: dict[str, str] = {}
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = ep.dist.name if ep.dist is not None else "?"
@@ -47,11 +57,12 @@ def _load_entry_points(pm: pluggy.PluginManager) -> dict[str, str]:
             continue
         try:
             module = ep.load()
-        except Exception as exc:  # a broken third-party package must not hide which one it is
-            raise FaceReconError(
-                f"plugin {ep.name!r} from distribution {dist!r} failed to import "
-                f"({ep.value}): {type(exc).__name__}: {exc}"
-            ) from exc
+        except Exception as exc:
+            message = (f"plugin {ep.name!r} from distribution {dist!r} failed to import "
+                       f"({ep.value}): {type(exc).__name__}: {exc}")
+            failures[ep.name] = message
+            warnings.warn(message, PluginLoadWarning, stacklevel=2)
+            continue
         pm.register(module, name=ep.name)
         origins[ep.name] = dist
     return origins
@@ -67,6 +78,8 @@ def plugin_manager() -> pluggy.PluginManager:
 
 
 _origins: dict[str, str] = {}
+#: plugin name -> the one-line reason it could not be imported
+failures: dict[str, str] = {}
 
 
 def _registrar(table: dict[str, Registered], kind: str, plugin: str):

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from facerecon.errors import FaceReconError
-from facerecon.plugins import Registry, registry
+from facerecon.plugins import Registry, failures, registry
 from facerecon.schedules import Schedule
 
 
@@ -216,9 +216,10 @@ def _check_plugin(loc: tuple[Any, ...], kind: str, entry: Any, reg: Registry) ->
     name = entry["name"]
     names = reg.names(kind)
     if name not in names:
+        broken = "".join(f"; note: {why}" for why in failures.values())
         return [
             f"{_path(loc + ('name',))}: unknown {kind} {name!r}; choose from "
-            f"{', '.join(names)}{_close(name, names)}"
+            f"{', '.join(names)}{_close(name, names)}{broken}"
         ]
     params_model = reg.get(kind, name).Params
     params = {k: v for k, v in entry.items() if k not in HOST_KEYS[kind]}

@@ -13,8 +13,9 @@ from facerecon.plugins import plugin_manager
 from . import tiny_model
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(autouse=True)
 def tiny() -> None:
+    """The tiny test model, registered in code in whatever plugin manager is current."""
     pm = plugin_manager()
     if pm.get_plugin("tests.tiny") is None:
         pm.register(tiny_model, name="tests.tiny")

@@ -1,0 +1,128 @@
+"""Plugin discovery through real entry points, failures, duplicates, and the listing."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pluggy
+import pytest
+from click.testing import CliRunner
+
+from facerecon import hookspecs
+from facerecon.cli import main
+from facerecon.errors import FaceReconError
+from facerecon.plugins import PluginLoadWarning, failures, plugin_manager, registry
+from facerecon.spec import validate
+
+from . import tiny_model
+
+THIRD_PARTY = '''
+"""A third-party plugin: a brightness prior."""
+import tensorflow as tf
+from pydantic import Field
+from facerecon import Params, Regularizer, hookimpl
+
+
+class Brightness(Regularizer):
+    """Pulls the mean brightness towards a level."""
+
+    name = "brightness"
+
+    class Params(Params):
+        level: float = Field(0.5, ge=0, le=1, description="target mean")
+
+    def __call__(self, images, taps):
+        return tf.square(tf.reduce_mean(images, axis=[1, 2, 3]) - self.params.level)
+
+
+@hookimpl
+def register_regularizers(register):
+    register(Brightness)
+'''
+
+
+def _install(site, dist, module, source, group_lines):
+    """Write an importable module and a real *.dist-info with entry_points.txt."""
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    info = site / f"{dist}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[facerecon]\n" + group_lines + "\n")
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """A fresh site dir on sys.path and a plugin manager that re-reads entry points."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugin_manager.cache_clear()
+    failures.clear()
+    yield tmp_path
+    monkeypatch.undo()
+    for name in [m for m in sys.modules if m.startswith("fr_thirdparty")]:
+        del sys.modules[name]
+    plugin_manager.cache_clear()
+    failures.clear()
+
+
+def test_third_party_plugin_is_found_used_and_listed(site, store):
+    _install(site, "fr-brightness", "fr_thirdparty_bright", THIRD_PARTY,
+             "brightness = fr_thirdparty_bright")
+    plugin_manager().register(tiny_model, name="tests.tiny")
+    entry = registry().by_kind["regularizer"]["brightness"]
+    assert (entry.plugin, entry.distribution) == ("brightness", "fr-brightness")
+    spec = validate({"name": "bright", "model": {"name": "tiny"},
+                     "targets": [{"image": "builtin:astronaut"}],
+                     "loss": {"regularizers": [{"name": "brightness", "level": 0.7}]},
+                     "solver": {"name": "adam", "steps": 3}, "tracking": {"enabled": False}})
+    from facerecon import api
+
+    result = api.run(spec)
+    assert set(result.terms) >= {"brightness", "total", "embedding"}
+    listing = CliRunner().invoke(main, ["plugins"], env={"COLUMNS": "250"})
+    assert listing.exit_code == 0
+    assert "brightness" in listing.output and "fr-brightness" in listing.output
+    assert "level: float = 0.5" in listing.output
+    assert "Pulls the mean brightness towards a level." in listing.output
+
+
+def test_broken_plugin_is_reported_with_name_and_distribution(site):
+    _install(site, "fr-broken", "fr_thirdparty_broken", "import not_a_module_anywhere\n",
+             "broken = fr_thirdparty_broken")
+    with pytest.warns(PluginLoadWarning, match="plugin 'broken' from distribution 'fr-broken' "
+                      "failed to import .*ModuleNotFoundError"):
+        pm = plugin_manager()
+    pm.register(tiny_model, name="tests.tiny")
+    assert "tv" in registry().names("regularizer")  # the others still load
+    with pytest.raises(FaceReconError, match="unknown regularizer 'broken'.*note: plugin 'broken' "
+                       "from distribution 'fr-broken' failed to import"):
+        validate({"name": "b", "model": {"name": "tiny"}, "targets": [{"image": "x.png"}],
+                  "loss": {"regularizers": [{"name": "broken"}]}})
+
+
+def test_duplicate_names_are_an_error_naming_both_plugins():
+    pm = pluggy.PluginManager("facerecon")
+    pm.add_hookspecs(hookspecs)
+    pm.register(tiny_model, name="first")
+
+    class Again:
+        @hookspecs.hookimpl
+        def register_models(self, register):
+            register(tiny_model.TinyModel)
+
+    pm.register(Again(), name="second")
+    with pytest.raises(FaceReconError, match="model 'tiny' is registered twice: by plugin "
+                       "'(first|second)'.* and by plugin '(first|second)'"):
+        registry(pm)
+
+
+def test_builtins_register_through_entry_points():
+    import importlib.metadata
+
+    eps = {ep.name: ep for ep in importlib.metadata.entry_points(group="facerecon")}
+    for name in ("l2", "dot", "tv", "guide", "gaussian", "laplacian", "mirror", "sgd", "adam",
+                 "mlflow-tracking", "dlib-resnet", "facenet"):
+        assert eps[name].dist.name == "facerecon"
+        assert eps[name].value.startswith("facerecon_plugins.")
+    reg = registry()
+    assert reg.by_kind["regularizer"]["tv"].distribution == "facerecon"

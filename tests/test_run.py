@@ -1,0 +1,196 @@
+"""End to end: `facerecon run` on the tiny model, read back from MLflow; failures; batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+from mlflow import MlflowClient
+
+from facerecon import api, hookimpl
+from facerecon.cli import main
+from facerecon.plugins import plugin_manager
+from facerecon.spec import validate
+
+SPEC = {
+    "name": "e2e",
+    "model": {"name": "tiny"},
+    "targets": [{"image": "builtin:astronaut"}, {"image": "builtin:grace-hopper"}],
+    "guides": [{"image": "builtin:average-face", "align": False},
+               {"image": "builtin:lfw/7", "align": False}],
+    "loss": {"metric": {"name": "l2"}, "regularizers": [
+        {"name": "tv", "weight": 0.01, "schedule": {"kind": "exponential", "rate": 0.98}},
+        {"name": "guide", "weight": 0.1, "layers": {"conv1": 1.0, "pixels": 0.5}},
+    ]},
+    "solver": {"name": "adam", "steps": 12, "lr": 0.02, "lap_normalize": {"levels": 2}},
+    "init": {"kind": "guide"},
+    "seed": 3,
+    "tracking": {"experiment": "e2e", "image_every": 5},
+}
+
+
+def write(tmp_path, spec) -> str:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return str(path)
+
+
+def only_run(client):
+    (exp,) = [e for e in client.search_experiments() if e.name == "e2e"]
+    (run,) = client.search_runs([exp.experiment_id])
+    return run
+
+
+def test_cli_run_logs_everything_to_mlflow(tmp_path, store):
+    result = CliRunner().invoke(main, ["run", write(tmp_path, SPEC)])
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(store)
+    run = only_run(client)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["solver.lr"] == "0.02"
+    assert run.data.params["loss.regularizers.0.schedule.rate"] == "0.98"
+    tags = run.data.tags
+    assert tags["facerecon.model"] == "tiny" and tags["facerecon.solver"] == "adam"
+    assert tags["facerecon.regularizers"] == "tv,guide" and tags["facerecon.seed"] == "3"
+    assert tags["facerecon.version"] and tags["mlflow.loggedImages"]
+    for key in ("loss/total", "loss/embedding", "loss/tv", "loss/guide", "distance", "cosine",
+                "weight/tv", "cosine/t1-g0-r0"):
+        history = client.get_metric_history(run.info.run_id, key)
+        assert [m.step for m in history] == list(range(12)), key
+    tv_weights = [m.value for m in client.get_metric_history(run.info.run_id, "weight/tv")]
+    assert tv_weights[3] == pytest.approx(0.01 * 0.98**3)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"spec.yaml", "final.png", "candidates.png", "candidates.json", "plots"} <= artifacts
+    images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
+    steps = sorted({int(p.split("+step+")[1].split("+")[0]) for p in images})
+    assert steps == [0, 5, 10, 11]
+    spec_back = yaml.safe_load(open(client.download_artifacts(run.info.run_id, "spec.yaml")))
+    assert spec_back["solver"]["steps"] == 12 and spec_back["restarts"] == 1
+    final = client.download_artifacts(run.info.run_id, "final.png")
+    import skimage.io
+
+    panel = skimage.io.imread(final)
+    assert panel.shape[0] > panel.shape[1] / 3  # two rows: target | guide | reconstruction
+
+
+class Recorder:
+    def __init__(self):
+        self.calls = []
+
+    @hookimpl
+    def before_run(self, context):
+        self.calls.append("before_run")
+
+    @hookimpl
+    def after_step(self, context, step):
+        self.calls.append("after_step")
+
+    @hookimpl
+    def after_run(self, context):
+        self.calls.append("after_run")
+
+    @hookimpl
+    def on_error(self, context, error):
+        self.calls.append(f"on_error:{type(error).__name__}")
+
+
+@pytest.fixture
+def recorder():
+    rec = Recorder()
+    plugin_manager().register(rec)
+    yield rec
+    plugin_manager().unregister(rec)
+
+
+def test_lifecycle_hooks_fire_in_order(recorder):
+    spec = validate({**SPEC, "tracking": {"enabled": False}})
+    api.run(spec)
+    assert recorder.calls == ["before_run"] + ["after_step"] * 12 + ["after_run"]
+
+
+def test_batch_keeps_the_closest_candidate_per_target(recorder):
+    spec = validate({**SPEC, "restarts": 2, "init": {"kind": "noise"},
+                     "tracking": {"enabled": False}})
+    result = api.run(spec)
+    assert result.images.shape == (2 * 2 * 2, 32, 32, 3)
+    distance = result.terms["distance"]
+    assert result.best == [int(np.argmin(distance[:4])), 4 + int(np.argmin(distance[4:]))]
+    assert np.all((result.images >= 0) & (result.images <= 1))
+
+
+def test_a_failing_run_ends_its_mlflow_run_with_the_reason(tmp_path, store, recorder):
+    class Boom:
+        @hookimpl
+        def after_step(self, context, step):
+            if step.step == 4:
+                raise RuntimeError("disk full")
+
+    boom = Boom()
+    plugin_manager().register(boom)
+    try:
+        with pytest.raises(RuntimeError, match="disk full"):
+            api.run(validate(SPEC))
+    finally:
+        plugin_manager().unregister(boom)
+    assert recorder.calls[-1] == "on_error:RuntimeError"
+    client = MlflowClient(store)
+    run = only_run(client)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["facerecon.error"] == "RuntimeError: disk full"
+    assert "last.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def test_tolerance_stops_early():
+    spec = validate({**SPEC, "solver": {"name": "sgd", "steps": 500, "lr": 1e-9,
+                                        "tolerance": 1e-3, "patience": 3},
+                     "loss": {"regularizers": [{"name": "tv", "weight": 0.01}]},
+                     "tracking": {"enabled": False}})
+    result = api.run(spec)
+    assert result.steps < 10 and result.stop_reason == "tolerance 0.001 reached"
+
+
+def test_embedding_targets_and_their_checks(tmp_path):
+    e = np.random.default_rng(0).normal(size=(2, 16)).astype(np.float32)
+    np.save(tmp_path / "e.npy", e)
+    np.save(tmp_path / "wrong.npy", e[:, :8])
+    np.save(tmp_path / "unit.npy", e / np.linalg.norm(e, axis=1, keepdims=True))
+    base = {**SPEC, "guides": [], "loss": {"regularizers": [{"name": "tv", "weight": 0.01}]},
+            "init": {"kind": "noise"}, "tracking": {"enabled": False}}
+    spec = validate({**base, "targets": [{"embedding": "e.npy"}]}, base_dir=tmp_path)
+    assert api.run(spec).images.shape[0] == 2
+    unit = validate({**base, "targets": [{"embedding": "unit.npy", "normalized": True}]},
+                    base_dir=tmp_path)
+    assert np.all(api.run(unit).terms["distance"] < 2.0)
+    from facerecon.errors import FaceReconError
+
+    for target, message in [
+        ({"embedding": "wrong.npy"}, r"wrong.npy: embedding of shape \(2, 8\); model 'tiny' "
+                                     r"makes 16-d embeddings"),
+        ({"embedding": "e.npy", "normalized": True}, "`normalized: true` but the norms are"),
+        ({"embedding": "nope.npy"}, "nope.npy: embedding file not found"),
+        ({"image": "nope.jpg"}, "nope.jpg: file not found"),
+        ({"image": "builtin:astronot"}, "no such built-in face.*did you mean 'astronaut'"),
+    ]:
+        with pytest.raises(FaceReconError, match=message):
+            api.run(validate({**base, "targets": [target]}, base_dir=tmp_path))
+
+
+def test_cli_validate_layers_embed(tmp_path):
+    runner = CliRunner()
+    good = write(tmp_path, SPEC)
+    ok = runner.invoke(main, ["validate", good])
+    assert ok.exit_code == 0 and "ok" in ok.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**SPEC, "seed": "x", "solver": {"name": "adamm"}}))
+    res = runner.invoke(main, ["validate", str(bad)])
+    assert res.exit_code == 1
+    assert "seed: Input should be a valid integer" in res.output
+    assert "solver.name: unknown solver 'adamm'" in res.output and "Traceback" not in res.output
+    layers = runner.invoke(main, ["layers", "tiny"])
+    assert layers.exit_code == 0 and "conv1" in layers.output and "15x15x8" in layers.output
+    out = tmp_path / "e.npy"
+    emb = runner.invoke(main, ["embed", "builtin:astronaut", "--model", "tiny", "-o", str(out)])
+    assert emb.exit_code == 0, emb.output
+    assert np.load(out).shape == (16,)
+    assert "face at (0, 0)-(512, 512)" in emb.output
