@@ -58,8 +58,10 @@ def _load_entry_points(pm: pluggy.PluginManager) -> dict[str, str]:
         try:
             module = ep.load()
         except Exception as exc:
-            message = (f"plugin {ep.name!r} from distribution {dist!r} failed to import "
-                       f"({ep.value}): {type(exc).__name__}: {exc}")
+            message = (
+                f"plugin {ep.name!r} from distribution {dist!r} failed to import "
+                f"({ep.value}): {type(exc).__name__}: {exc}"
+            )
             failures[ep.name] = message
             warnings.warn(message, PluginLoadWarning, stacklevel=2)
             continue

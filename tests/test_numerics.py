@@ -6,10 +6,6 @@ import numpy as np
 import pytest
 import scipy.ndimage
 import tensorflow as tf
-
-from facerecon import pyramid
-from facerecon.context import PrepareContext
-from facerecon.schedules import Schedule
 from facerecon_plugins.dot import Dot
 from facerecon_plugins.gaussian import GaussianPrior
 from facerecon_plugins.guide import Guide
@@ -17,6 +13,10 @@ from facerecon_plugins.l2 import L2
 from facerecon_plugins.laplacian import LaplacianPyramid
 from facerecon_plugins.mirror import Mirror
 from facerecon_plugins.tv import TotalVariation
+
+from facerecon import pyramid
+from facerecon.context import PrepareContext
+from facerecon.schedules import Schedule
 
 rng = np.random.default_rng(0)
 
@@ -32,11 +32,16 @@ def images(b=3, h=16, w=20):
 def test_l2_and_dot_match_numpy(normalize):
     e, t = rng.normal(size=(4, 8)), rng.normal(size=(4, 8))
     if normalize:
-        en, tn = e / np.linalg.norm(e, axis=1, keepdims=True), t / np.linalg.norm(t, axis=1)[:, None]
+        en, tn = (
+            e / np.linalg.norm(e, axis=1, keepdims=True),
+            t / np.linalg.norm(t, axis=1)[:, None],
+        )
     else:
         en, tn = e, t
     l2 = L2(L2.Params(normalize=normalize))(tf.constant(e, tf.float32), tf.constant(t, tf.float32))
-    dot = Dot(Dot.Params(normalize=normalize))(tf.constant(e, tf.float32), tf.constant(t, tf.float32))
+    dot = Dot(Dot.Params(normalize=normalize))(
+        tf.constant(e, tf.float32), tf.constant(t, tf.float32)
+    )
     np.testing.assert_allclose(l2, ((en - tn) ** 2).sum(1), rtol=1e-5)
     np.testing.assert_allclose(dot, -(en * tn).sum(1), rtol=1e-5)
 
@@ -118,8 +123,9 @@ def _prepared(reg, guides, acts=None):
     def forward(imgs, taps):
         return None, {t: (acts if acts is not None else imgs) for t in taps}
 
-    reg.prepare(PrepareContext(model=None, forward=forward, guides=guides,
-                               load_images=lambda s, a: guides))
+    reg.prepare(
+        PrepareContext(model=None, forward=forward, guides=guides, load_images=lambda s, a: guides)
+    )
     return reg
 
 
@@ -139,8 +145,9 @@ def test_guide_gradient_r2_is_closed_form():
     with tf.GradientTape() as tape:
         tape.watch(p)
         value = guide(p, {"pixels": p})
-    np.testing.assert_allclose(tape.gradient(value, p), 2 * (p.numpy() - g) / g[0].size,
-                               rtol=1e-4, atol=1e-8)
+    np.testing.assert_allclose(
+        tape.gradient(value, p), 2 * (p.numpy() - g) / g[0].size, rtol=1e-4, atol=1e-8
+    )
 
 
 # ---- gaussian --------------------------------------------------------------------------------
@@ -150,8 +157,14 @@ def test_gaussian_eq5_matches_numpy_and_is_zero_at_the_mean():
     collection = (rng.normal(size=(50, 4, 4, 2)) * rng.random((4, 4, 2))).astype(np.float32)
     nu = 0.3
     prior = GaussianPrior(GaussianPrior.Params(layers={"conv": 2.0}, nu=nu))
-    prior.prepare(PrepareContext(model=None, forward=lambda imgs, taps: (None, {"conv": imgs}),
-                                 guides=None, load_images=lambda s, a: collection))
+    prior.prepare(
+        PrepareContext(
+            model=None,
+            forward=lambda imgs, taps: (None, {"conv": imgs}),
+            guides=None,
+            load_images=lambda s, a: collection,
+        )
+    )
     v, s = collection.mean(0), collection.std(0)
     a = rng.normal(size=(3, 4, 4, 2)).astype(np.float32)
     smax2 = s.max() ** 2

@@ -66,15 +66,26 @@ def site(tmp_path, monkeypatch):
 
 
 def test_third_party_plugin_is_found_used_and_listed(site, store):
-    _install(site, "fr-brightness", "fr_thirdparty_bright", THIRD_PARTY,
-             "brightness = fr_thirdparty_bright")
+    _install(
+        site,
+        "fr-brightness",
+        "fr_thirdparty_bright",
+        THIRD_PARTY,
+        "brightness = fr_thirdparty_bright",
+    )
     plugin_manager().register(tiny_model, name="tests.tiny")
     entry = registry().by_kind["regularizer"]["brightness"]
     assert (entry.plugin, entry.distribution) == ("brightness", "fr-brightness")
-    spec = validate({"name": "bright", "model": {"name": "tiny"},
-                     "targets": [{"image": "builtin:astronaut"}],
-                     "loss": {"regularizers": [{"name": "brightness", "level": 0.7}]},
-                     "solver": {"name": "adam", "steps": 3}, "tracking": {"enabled": False}})
+    spec = validate(
+        {
+            "name": "bright",
+            "model": {"name": "tiny"},
+            "targets": [{"image": "builtin:astronaut"}],
+            "loss": {"regularizers": [{"name": "brightness", "level": 0.7}]},
+            "solver": {"name": "adam", "steps": 3},
+            "tracking": {"enabled": False},
+        }
+    )
     from facerecon import api
 
     result = api.run(spec)
@@ -87,17 +98,34 @@ def test_third_party_plugin_is_found_used_and_listed(site, store):
 
 
 def test_broken_plugin_is_reported_with_name_and_distribution(site):
-    _install(site, "fr-broken", "fr_thirdparty_broken", "import not_a_module_anywhere\n",
-             "broken = fr_thirdparty_broken")
-    with pytest.warns(PluginLoadWarning, match="plugin 'broken' from distribution 'fr-broken' "
-                      "failed to import .*ModuleNotFoundError"):
+    _install(
+        site,
+        "fr-broken",
+        "fr_thirdparty_broken",
+        "import not_a_module_anywhere\n",
+        "broken = fr_thirdparty_broken",
+    )
+    with pytest.warns(
+        PluginLoadWarning,
+        match="plugin 'broken' from distribution 'fr-broken' "
+        "failed to import .*ModuleNotFoundError",
+    ):
         pm = plugin_manager()
     pm.register(tiny_model, name="tests.tiny")
     assert "tv" in registry().names("regularizer")  # the others still load
-    with pytest.raises(FaceReconError, match="unknown regularizer 'broken'.*note: plugin 'broken' "
-                       "from distribution 'fr-broken' failed to import"):
-        validate({"name": "b", "model": {"name": "tiny"}, "targets": [{"image": "x.png"}],
-                  "loss": {"regularizers": [{"name": "broken"}]}})
+    with pytest.raises(
+        FaceReconError,
+        match="unknown regularizer 'broken'.*note: plugin 'broken' "
+        "from distribution 'fr-broken' failed to import",
+    ):
+        validate(
+            {
+                "name": "b",
+                "model": {"name": "tiny"},
+                "targets": [{"image": "x.png"}],
+                "loss": {"regularizers": [{"name": "broken"}]},
+            }
+        )
 
 
 def test_duplicate_names_are_an_error_naming_both_plugins():
@@ -111,8 +139,11 @@ def test_duplicate_names_are_an_error_naming_both_plugins():
             register(tiny_model.TinyModel)
 
     pm.register(Again(), name="second")
-    with pytest.raises(FaceReconError, match="model 'tiny' is registered twice: by plugin "
-                       "'(first|second)'.* and by plugin '(first|second)'"):
+    with pytest.raises(
+        FaceReconError,
+        match="model 'tiny' is registered twice: by plugin "
+        "'(first|second)'.* and by plugin '(first|second)'",
+    ):
         registry(pm)
 
 
@@ -120,8 +151,20 @@ def test_builtins_register_through_entry_points():
     import importlib.metadata
 
     eps = {ep.name: ep for ep in importlib.metadata.entry_points(group="facerecon")}
-    for name in ("l2", "dot", "tv", "guide", "gaussian", "laplacian", "mirror", "sgd", "adam",
-                 "mlflow-tracking", "dlib-resnet", "facenet"):
+    for name in (
+        "l2",
+        "dot",
+        "tv",
+        "guide",
+        "gaussian",
+        "laplacian",
+        "mirror",
+        "sgd",
+        "adam",
+        "mlflow-tracking",
+        "dlib-resnet",
+        "facenet",
+    ):
         assert eps[name].dist.name == "facerecon"
         assert eps[name].value.startswith("facerecon_plugins.")
     reg = registry()

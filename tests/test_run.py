@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import yaml
@@ -17,12 +19,17 @@ SPEC = {
     "name": "e2e",
     "model": {"name": "tiny"},
     "targets": [{"image": "builtin:astronaut"}, {"image": "builtin:grace-hopper"}],
-    "guides": [{"image": "builtin:average-face", "align": False},
-               {"image": "builtin:lfw/7", "align": False}],
-    "loss": {"metric": {"name": "l2"}, "regularizers": [
-        {"name": "tv", "weight": 0.01, "schedule": {"kind": "exponential", "rate": 0.98}},
-        {"name": "guide", "weight": 0.1, "layers": {"conv1": 1.0, "pixels": 0.5}},
-    ]},
+    "guides": [
+        {"image": "builtin:average-face", "align": False},
+        {"image": "builtin:lfw/7", "align": False},
+    ],
+    "loss": {
+        "metric": {"name": "l2"},
+        "regularizers": [
+            {"name": "tv", "weight": 0.01, "schedule": {"kind": "exponential", "rate": 0.98}},
+            {"name": "guide", "weight": 0.1, "layers": {"conv1": 1.0, "pixels": 0.5}},
+        ],
+    },
     "solver": {"name": "adam", "steps": 12, "lr": 0.02, "lap_normalize": {"levels": 2}},
     "init": {"kind": "guide"},
     "seed": 3,
@@ -54,8 +61,16 @@ def test_cli_run_logs_everything_to_mlflow(tmp_path, store):
     assert tags["facerecon.model"] == "tiny" and tags["facerecon.solver"] == "adam"
     assert tags["facerecon.regularizers"] == "tv,guide" and tags["facerecon.seed"] == "3"
     assert tags["facerecon.version"] and tags["mlflow.loggedImages"]
-    for key in ("loss/total", "loss/embedding", "loss/tv", "loss/guide", "distance", "cosine",
-                "weight/tv", "cosine/t1-g0-r0"):
+    for key in (
+        "loss/total",
+        "loss/embedding",
+        "loss/tv",
+        "loss/guide",
+        "distance",
+        "cosine",
+        "weight/tv",
+        "cosine/t1-g0-r0",
+    ):
         history = client.get_metric_history(run.info.run_id, key)
         assert [m.step for m in history] == list(range(12)), key
     tv_weights = [m.value for m in client.get_metric_history(run.info.run_id, "weight/tv")]
@@ -65,7 +80,9 @@ def test_cli_run_logs_everything_to_mlflow(tmp_path, store):
     images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
     steps = sorted({int(p.split("+step+")[1].split("+")[0]) for p in images})
     assert steps == [0, 5, 10, 11]
-    spec_back = yaml.safe_load(open(client.download_artifacts(run.info.run_id, "spec.yaml")))
+    spec_back = yaml.safe_load(
+        Path(client.download_artifacts(run.info.run_id, "spec.yaml")).read_text()
+    )
     assert spec_back["solver"]["steps"] == 12 and spec_back["restarts"] == 1
     final = client.download_artifacts(run.info.run_id, "final.png")
     import skimage.io
@@ -110,8 +127,9 @@ def test_lifecycle_hooks_fire_in_order(recorder):
 
 
 def test_batch_keeps_the_closest_candidate_per_target(recorder):
-    spec = validate({**SPEC, "restarts": 2, "init": {"kind": "noise"},
-                     "tracking": {"enabled": False}})
+    spec = validate(
+        {**SPEC, "restarts": 2, "init": {"kind": "noise"}, "tracking": {"enabled": False}}
+    )
     result = api.run(spec)
     assert result.images.shape == (2 * 2 * 2, 32, 32, 3)
     distance = result.terms["distance"]
@@ -142,10 +160,14 @@ def test_a_failing_run_ends_its_mlflow_run_with_the_reason(tmp_path, store, reco
 
 
 def test_tolerance_stops_early():
-    spec = validate({**SPEC, "solver": {"name": "sgd", "steps": 500, "lr": 1e-9,
-                                        "tolerance": 1e-3, "patience": 3},
-                     "loss": {"regularizers": [{"name": "tv", "weight": 0.01}]},
-                     "tracking": {"enabled": False}})
+    spec = validate(
+        {
+            **SPEC,
+            "solver": {"name": "sgd", "steps": 500, "lr": 1e-9, "tolerance": 1e-3, "patience": 3},
+            "loss": {"regularizers": [{"name": "tv", "weight": 0.01}]},
+            "tracking": {"enabled": False},
+        }
+    )
     result = api.run(spec)
     assert result.steps < 10 and result.stop_reason == "tolerance 0.001 reached"
 
@@ -155,18 +177,27 @@ def test_embedding_targets_and_their_checks(tmp_path):
     np.save(tmp_path / "e.npy", e)
     np.save(tmp_path / "wrong.npy", e[:, :8])
     np.save(tmp_path / "unit.npy", e / np.linalg.norm(e, axis=1, keepdims=True))
-    base = {**SPEC, "guides": [], "loss": {"regularizers": [{"name": "tv", "weight": 0.01}]},
-            "init": {"kind": "noise"}, "tracking": {"enabled": False}}
+    base = {
+        **SPEC,
+        "guides": [],
+        "loss": {"regularizers": [{"name": "tv", "weight": 0.01}]},
+        "init": {"kind": "noise"},
+        "tracking": {"enabled": False},
+    }
     spec = validate({**base, "targets": [{"embedding": "e.npy"}]}, base_dir=tmp_path)
     assert api.run(spec).images.shape[0] == 2
-    unit = validate({**base, "targets": [{"embedding": "unit.npy", "normalized": True}]},
-                    base_dir=tmp_path)
+    unit = validate(
+        {**base, "targets": [{"embedding": "unit.npy", "normalized": True}]}, base_dir=tmp_path
+    )
     assert np.all(api.run(unit).terms["distance"] < 2.0)
     from facerecon.errors import FaceReconError
 
     for target, message in [
-        ({"embedding": "wrong.npy"}, r"wrong.npy: embedding of shape \(2, 8\); model 'tiny' "
-                                     r"makes 16-d embeddings"),
+        (
+            {"embedding": "wrong.npy"},
+            r"wrong.npy: embedding of shape \(2, 8\); model 'tiny' "
+            r"makes 16-d embeddings",
+        ),
         ({"embedding": "e.npy", "normalized": True}, "`normalized: true` but the norms are"),
         ({"embedding": "nope.npy"}, "nope.npy: embedding file not found"),
         ({"image": "nope.jpg"}, "nope.jpg: file not found"),

@@ -40,20 +40,28 @@ def test_unknown_plugin_name_lists_choices_and_close_match():
 
 def test_unknown_plugin_parameter_names_the_allowed_ones():
     (line,) = errors({**BASE, "loss": {"regularizers": [{"name": "tv", "alpah": 2}]}})
-    assert line == ("loss.regularizers[0].alpah: unknown key 'alpah'; allowed: alpha, label, "
-                    "name, schedule, weight (did you mean 'alpha'?)")
+    assert line == (
+        "loss.regularizers[0].alpah: unknown key 'alpah'; allowed: alpha, label, "
+        "name, schedule, weight (did you mean 'alpha'?)"
+    )
 
 
 def test_wrong_type_and_out_of_range_are_reported_together():
-    lines = errors({
-        **BASE,
-        "loss": {"regularizers": [{"name": "tv", "weight": -1}, {"name": "tv", "alpha": "big"}]},
-        "solver": {"name": "sgd", "steps": 0, "momentum": 1.5},
-        "restarts": "two",
-    })
+    lines = errors(
+        {
+            **BASE,
+            "loss": {
+                "regularizers": [{"name": "tv", "weight": -1}, {"name": "tv", "alpha": "big"}]
+            },
+            "solver": {"name": "sgd", "steps": 0, "momentum": 1.5},
+            "restarts": "two",
+        }
+    )
     assert len(lines) == 5
     text = "\n".join(lines)
-    assert "loss.regularizers[0].weight: Input should be greater than or equal to 0 (got -1)" in text
+    assert (
+        "loss.regularizers[0].weight: Input should be greater than or equal to 0 (got -1)" in text
+    )
     assert "loss.regularizers[1].alpha: Input should be a valid number" in text
     assert "(got 'big')" in text
     assert "solver.steps: Input should be greater than or equal to 1 (got 0)" in text
@@ -68,8 +76,9 @@ def test_literal_choices_get_close_matches():
 
 
 def test_schedule_needs_its_parameters():
-    (line,) = errors({**BASE, "loss": {"regularizers": [
-        {"name": "tv", "schedule": {"kind": "exponential"}}]}})
+    (line,) = errors(
+        {**BASE, "loss": {"regularizers": [{"name": "tv", "schedule": {"kind": "exponential"}}]}}
+    )
     assert line.startswith("loss.regularizers[0].schedule: schedule kind 'exponential' needs rate")
 
 
@@ -81,15 +90,20 @@ def test_missing_targets_and_bad_target():
 
 def test_guide_regularizer_needs_guides():
     (line,) = errors({**BASE, "loss": {"regularizers": [{"name": "guide"}]}})
-    assert line == "loss.regularizers[0]: regularizer 'guide' needs at least one entry under `guides`"
+    assert (
+        line == "loss.regularizers[0]: regularizer 'guide' needs at least one entry under `guides`"
+    )
 
 
 def test_unknown_model_and_metric():
     lines = errors({**BASE, "model": {"name": "facenett"}, "loss": {"metric": {"name": "cos"}}})
-    assert any(li.startswith("model.name: unknown model 'facenett'") and "did you mean 'facenet'"
-               in li for li in lines)
-    assert any(li.startswith("loss.metric.name: unknown metric 'cos'; choose from dot, l2")
-               for li in lines)
+    assert any(
+        li.startswith("model.name: unknown model 'facenett'") and "did you mean 'facenet'" in li
+        for li in lines
+    )
+    assert any(
+        li.startswith("loss.metric.name: unknown metric 'cos'; choose from dot, l2") for li in lines
+    )
 
 
 def test_yaml_file_errors(tmp_path):
@@ -111,7 +125,9 @@ def test_yaml_file_errors(tmp_path):
 
 def test_every_line_of_a_file_is_prefixed_with_its_path(tmp_path):
     path = tmp_path / "s.yaml"
-    path.write_text("name: t\nmodel: {name: tiny}\ntargets: [{image: x.jpg}]\nseed: x\nrestarts: 0\n")
+    path.write_text(
+        "name: t\nmodel: {name: tiny}\ntargets: [{image: x.jpg}]\nseed: x\nrestarts: 0\n"
+    )
     with pytest.raises(FaceReconError) as info:
         load(path)
     assert len(info.value.lines) == 2
