@@ -19,9 +19,11 @@ from . import tiny_model
 
 THIRD_PARTY = '''
 """A third-party plugin: a brightness prior."""
+import keras
 import tensorflow as tf
 from pydantic import Field
-from facerecon import Params, Regularizer, hookimpl
+from facerecon import Metric, Params, Regularizer, hookimpl
+from facerecon.iterative import IterativeSolver
 
 
 class Brightness(Regularizer):
@@ -36,9 +38,37 @@ class Brightness(Regularizer):
         return tf.square(tf.reduce_mean(images, axis=[1, 2, 3]) - self.params.level)
 
 
+class L1(Metric):
+    """Sum of absolute differences."""
+
+    name = "l1"
+
+    def __call__(self, embeddings, targets):
+        return tf.reduce_sum(tf.abs(embeddings - targets), axis=-1)
+
+
+class RMSProp(IterativeSolver):
+    """RMSprop on the pixels."""
+
+    name = "rmsprop"
+
+    def optimizer(self):
+        return keras.optimizers.RMSprop(self.params.lr)
+
+
 @hookimpl
 def register_regularizers(register):
     register(Brightness)
+
+
+@hookimpl
+def register_metrics(register):
+    register(L1)
+
+
+@hookimpl
+def register_solvers(register):
+    register(RMSProp)
 '''
 
 
@@ -81,8 +111,11 @@ def test_third_party_plugin_is_found_used_and_listed(site, store):
             "name": "bright",
             "model": {"name": "tiny"},
             "targets": [{"image": "builtin:astronaut"}],
-            "loss": {"regularizers": [{"name": "brightness", "level": 0.7}]},
-            "solver": {"name": "adam", "steps": 3},
+            "loss": {
+                "metric": {"name": "l1"},
+                "regularizers": [{"name": "brightness", "level": 0.7}],
+            },
+            "solver": {"name": "rmsprop", "steps": 3},
             "tracking": {"enabled": False},
         }
     )
@@ -90,6 +123,7 @@ def test_third_party_plugin_is_found_used_and_listed(site, store):
 
     result = api.run(spec)
     assert set(result.terms) >= {"brightness", "total", "embedding"}
+    assert result.steps == 3
     listing = CliRunner().invoke(main, ["plugins"], env={"COLUMNS": "250"})
     assert listing.exit_code == 0
     assert "brightness" in listing.output and "fr-brightness" in listing.output
