@@ -49,10 +49,29 @@ def _friendly(fn: Callable) -> Callable:
     return wrapper
 
 
+def _start_tensorflow_quietly() -> None:
+    """Import TensorFlow and initialise its devices with C++ stderr muted.
+
+    TensorFlow's CUDA probe writes to file descriptor 2 from C++ on every CPU-only start,
+    past TF_CPP_MIN_LOG_LEVEL; Python errors still surface after stderr is restored.
+    """
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_logical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 @click.group()
 @click.version_option(package_name="facerecon")
 def main() -> None:
     """facerecon: turn face-recognition embeddings back into face images."""
+    _start_tensorflow_quietly()
 
 
 @main.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,21 @@ from facerecon.plugins import Registry, plugin_manager, registry
 from facerecon.spec import PluginRef, Spec, TargetRef
 
 
+@cache
+def _model(cls: type[FaceModel], params: str) -> FaceModel:
+    # One instance per (model, params) and process: networks and compiled passes are reused.
+    return cls(cls.Params.model_validate_json(params))
+
+
 def instantiate(reg: Registry, kind: str, ref: PluginRef, host_keys: set[str] = frozenset()) -> Any:
     """The plugin instance a spec entry names, with its validated parameters."""
     cls: type[Plugin] = reg.get(kind, ref.name)
-    params = {k: v for k, v in ref.params.items() if k not in host_keys}
-    return cls(cls.Params.model_validate(params))
+    params = cls.Params.model_validate(
+        {k: v for k, v in ref.params.items() if k not in host_keys}
+    )
+    if kind == "model":
+        return _model(cls, params.model_dump_json())
+    return cls(params)
 
 
 def load_embeddings(path: Path, model: FaceModel, normalized: bool) -> np.ndarray:

@@ -26,12 +26,20 @@ class _Run:
     pending: list[Future] = field(default_factory=list)
     history: dict[str, list[float]] = field(default_factory=dict)
     last_images: StepInfo | None = None
+    buffer: list = field(default_factory=list)
 
     def submit(self, fn, *args, **kwargs) -> None:
         self.pending.append(self.pool.submit(fn, *args, **kwargs))
 
+    def flush(self) -> None:
+        """Queue the buffered metrics as few store writes (MLflow takes 1000 per batch)."""
+        buffer, self.buffer = self.buffer, []
+        for i in range(0, len(buffer), 1000):
+            self.submit(self.client.log_batch, self.run_id, metrics=buffer[i : i + 1000])
+
     def drain(self) -> None:
-        """Wait for every queued write; re-raise the first failure."""
+        """Write what is buffered, wait for every queued write; re-raise the first failure."""
+        self.flush()
         pending, self.pending = self.pending, []
         for future in pending:
             future.result()
@@ -106,11 +114,13 @@ def after_step(context: RunContext, step: StepInfo) -> None:
         state.history.setdefault(key, []).append(metrics[key])
     for label, weight in step.weights.items():
         metrics[f"weight/{label}"] = weight
-    batch = [Metric(k, v, now, step.step) for k, v in metrics.items()]
-    state.submit(state.client.log_batch, state.run_id, metrics=batch)
+    state.buffer += [Metric(k, v, now, step.step) for k, v in metrics.items()]
     state.last_images = step
     if step.step % context.spec.tracking.image_every == 0:
+        state.flush()  # the UI shows metrics up to the newest image
         _log_step_image(state, context, step.images_numpy(), step.step)
+    elif len(state.buffer) >= 1000:
+        state.flush()
 
 
 def _log_step_image(state: _Run, context: RunContext, images: np.ndarray, step: int) -> None:
