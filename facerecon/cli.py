@@ -159,3 +159,7 @@ def ui(host: str, port: int) -> None:
 
     err.print(f"MLflow UI on http://{host}:{port} (Ctrl-C to stop)")
     sys.exit(api.ui(host, port))
+
+
+if __name__ == "__main__":
+    main()
