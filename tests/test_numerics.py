@@ -6,6 +6,10 @@ import numpy as np
 import pytest
 import scipy.ndimage
 import tensorflow as tf
+
+from facerecon import pyramid
+from facerecon.context import PrepareContext
+from facerecon.schedules import Schedule
 from facerecon_plugins.dot import Dot
 from facerecon_plugins.gaussian import GaussianPrior
 from facerecon_plugins.guide import Guide
@@ -13,10 +17,6 @@ from facerecon_plugins.l2 import L2
 from facerecon_plugins.laplacian import LaplacianPyramid
 from facerecon_plugins.mirror import Mirror
 from facerecon_plugins.tv import TotalVariation
-
-from facerecon import pyramid
-from facerecon.context import PrepareContext
-from facerecon.schedules import Schedule
 
 rng = np.random.default_rng(0)
 

@@ -1,0 +1,79 @@
+"""dlib's own alignment: frontal face detector, 5-point landmarks, ``get_face_chip``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from facerecon.errors import FaceReconError
+from facerecon.kinds import FaceChip
+
+CHIP_SIZE = 150
+CHIP_PADDING = 0.25  # the padding dlib's face-recognition example and model use
+
+
+def to_rgb_uint8(photo: np.ndarray) -> np.ndarray:
+    """A contiguous uint8 RGB copy of a gray, RGB or RGBA photo (floats taken as [0, 1])."""
+    photo = np.asarray(photo)
+    if photo.ndim == 3 and photo.shape[2] == 1:
+        photo = photo[:, :, 0]
+    if photo.ndim == 2:
+        photo = np.stack([photo] * 3, axis=-1)
+    if photo.ndim != 3 or photo.shape[2] not in (3, 4):
+        raise FaceReconError(f"expected an (H, W), (H, W, 3) or (H, W, 4) photo, got {photo.shape}")
+    photo = photo[:, :, :3]  # alpha is dropped: dlib sees the colour only
+    if photo.dtype != np.uint8:
+        if np.issubdtype(photo.dtype, np.integer):
+            photo = np.clip(photo, 0, 255)
+        else:
+            photo = np.round(np.clip(photo.astype(np.float64), 0.0, 1.0) * 255.0)
+        photo = photo.astype(np.uint8)
+    return np.ascontiguousarray(photo)
+
+
+class DlibAligner:
+    """Finds faces and cuts dlib-style 150x150 chips; dlib's models load on first use."""
+
+    def __init__(self, predictor_path: str | Path) -> None:
+        self._predictor_path = predictor_path
+        self._detector = None
+        self._predictor = None
+
+    def _load(self) -> None:
+        import dlib
+
+        path = self._predictor_path
+        if not Path(path).is_file():
+            raise FaceReconError(f"dlib landmark model {path} does not exist")
+        self._detector = dlib.get_frontal_face_detector()
+        try:
+            self._predictor = dlib.shape_predictor(str(path))
+        except RuntimeError as error:
+            raise FaceReconError(f"cannot load dlib landmark model {path}: {error}") from None
+
+    def __call__(self, photo: np.ndarray) -> list[FaceChip]:
+        """Every face in ``photo``, largest first; upsamples once if none is found."""
+        import dlib
+
+        if self._predictor is None:
+            self._load()
+        image = to_rgb_uint8(photo)
+        faces = list(self._detector(image, 0))
+        if not faces:
+            faces = list(self._detector(image, 1))
+        faces.sort(key=lambda rect: rect.area(), reverse=True)
+        height, width = image.shape[:2]
+        chips = []
+        for rect in faces:
+            shape = self._predictor(image, rect)
+            chip = dlib.get_face_chip(image, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
+            # dlib's rectangles are inclusive; the box is exclusive on the right/bottom.
+            box = (
+                max(rect.left(), 0),
+                max(rect.top(), 0),
+                min(rect.right() + 1, width),
+                min(rect.bottom() + 1, height),
+            )
+            chips.append(FaceChip(np.asarray(chip, dtype=np.float32) / np.float32(255), box))
+        return chips
