@@ -12,20 +12,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up 
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from facerecon.errors import FaceReconError
 
-err = Console(stderr=True)
+err = Console(stderr=True, emoji=False, highlight=False)
 
 
 def out() -> Console:
     """Standard output, sized to the terminal at the time of the call."""
-    return Console()
+    return Console(emoji=False)
 
 
 def _warn(message, category, filename, lineno, file=None, line=None) -> None:
-    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[yellow]warning:[/] {escape(str(message))}", soft_wrap=True)
 
 
 warnings.showwarning = _warn
@@ -40,7 +41,7 @@ def _friendly(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except FaceReconError as exc:
             for line in exc.lines:
-                err.print(f"[red]error:[/] {line}", highlight=False, soft_wrap=True)
+                err.print(f"[red]error:[/] {escape(line)}", soft_wrap=True)
             sys.exit(1)
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]")

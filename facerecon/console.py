@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -23,7 +24,7 @@ class ConsoleReporter:
     def before_run(self, context: RunContext) -> None:
         spec = context.spec
         self.console.print(
-            f"[bold]{spec.name}[/]: {len(context.targets)} target(s) x "
+            f"[bold]{escape(spec.name)}[/]: {len(context.targets)} target(s) x "
             f"{max(len(context.guide_images), 1)} guide(s) x {spec.restarts} restart(s) = "
             f"batch {len(context.elements)} on {spec.model.name}, {spec.solver.name}"
         )
