@@ -19,6 +19,7 @@ from facerecon.plugins import Registered, plugin_manager, registry
 from facerecon.runner import embed_photo, instantiate
 from facerecon.runner import run as run_spec
 from facerecon.spec import PluginRef, Spec, load
+from facerecon.sweep import SweepContext, run_sweep
 from facerecon.tracking import tracking_uri
 
 
@@ -35,16 +36,25 @@ def validate(*paths: str | Path) -> list[Spec]:
     return specs
 
 
-def run(
-    spec: str | Path | Spec, *, pm: pluggy.PluginManager | None = None, track: bool | None = None
-) -> RunResult:
+def _tracked(spec: Spec, track: bool | None) -> Spec:
+    if track is None:
+        return spec
+    tracking = spec.tracking.model_copy(update={"enabled": track})
+    return spec.model_copy(update={"tracking": tracking})
+
+
+def run(spec: str | Path | Spec, *, pm: pluggy.PluginManager | None = None,
+        track: bool | None = None) -> RunResult:
     """Validate (if a path) and run one spec; ``track`` overrides ``tracking.enabled``."""
     spec = spec if isinstance(spec, Spec) else load(spec)
-    if track is not None:
-        spec = spec.model_copy(
-            update={"tracking": spec.tracking.model_copy(update={"enabled": track})}
-        )
-    return run_spec(spec, pm=pm)
+    return run_spec(_tracked(spec, track), pm=pm)
+
+
+def sweep(spec: str | Path | Spec, *, workers: int | None = None,
+          pm: pluggy.PluginManager | None = None, track: bool | None = None) -> SweepContext:
+    """Validate every variant of a sweep spec, then run them as child runs of one parent."""
+    spec = spec if isinstance(spec, Spec) else load(spec)
+    return run_sweep(_tracked(spec, track), workers=workers, pm=pm)
 
 
 def _describe_type(annotation: Any) -> str:
@@ -150,6 +160,7 @@ __all__ = [
     "plugins",
     "plugin_manager",
     "run",
+    "sweep",
     "ui",
     "validate",
 ]

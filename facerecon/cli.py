@@ -80,19 +80,49 @@ def main() -> None:
 @click.option("--no-track", is_flag=True, help="Do not log to MLflow.")
 @_friendly
 def run(specs: tuple[str, ...], no_track: bool) -> None:
-    """Validate every SPEC, then run them one after the other."""
+    """Validate every SPEC, then run them one after the other (sweeps as sweeps)."""
     from facerecon import api
-    from facerecon.console import ConsoleReporter
+    from facerecon.sweep import expand
 
     validated = api.validate(*specs)
-    pm = api.plugin_manager()
     for spec in validated:
-        reporter = ConsoleReporter(err)
+        if spec.sweep is not None:
+            expand(spec)  # every variant of every spec is checked before anything runs
+    for spec in validated:
+        _run_reported(spec, None, False if no_track else None)
+
+
+def _run_reported(spec, workers: int | None, track: bool | None) -> None:
+    from facerecon import api
+    from facerecon.console import ConsoleReporter, SweepReporter
+
+    pm = api.plugin_manager()
+    reporters = [ConsoleReporter(err), SweepReporter(err)]
+    for reporter in reporters:
         pm.register(reporter)
-        try:
-            api.run(spec, pm=pm, track=False if no_track else None)
-        finally:
+    try:
+        if spec.sweep is None:
+            api.run(spec, pm=pm, track=track)
+        else:
+            api.sweep(spec, workers=workers, pm=pm, track=track)
+    finally:
+        for reporter in reporters:
             pm.unregister(reporter)
+
+
+@main.command()
+@click.argument("spec", type=click.Path())
+@click.option("--workers", type=click.IntRange(1, 64), help="Local worker processes.")
+@click.option("--no-track", is_flag=True, help="Do not log to MLflow.")
+@_friendly
+def sweep(spec: str, workers: int | None, no_track: bool) -> None:
+    """Run every variant of SPEC's `sweep` section as child runs of one MLflow run."""
+    from facerecon import api
+
+    (validated,) = api.validate(spec)
+    if validated.sweep is None:
+        raise FaceReconError(f"{spec}: no `sweep` section; use `facerecon run` for one run")
+    _run_reported(validated, workers, False if no_track else None)
 
 
 @main.command()

@@ -78,3 +78,35 @@ class ConsoleReporter:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+class SweepReporter:
+    """A line per finished variant, then a table of all of them."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+
+    @hookimpl
+    def before_sweep(self, sweep) -> None:
+        workers = sweep.spec.sweep.workers
+        self.console.print(f"[bold]{escape(sweep.spec.name)}[/]: sweep of "
+                           f"{len(sweep.variants)} variant(s), {workers} worker(s)")
+
+    @hookimpl
+    def after_variant(self, sweep, outcome) -> None:
+        mark = "[green]done[/]" if outcome.status == "FINISHED" else "[red]failed[/]"
+        extra = f": {escape(outcome.error)}" if outcome.error else ""
+        self.console.print(f"{mark} {escape(outcome.name)}{extra}")
+
+    @hookimpl
+    def after_sweep(self, sweep) -> None:
+        table = Table(title=f"{escape(sweep.spec.name)}: sweep")
+        for col in ("variant", "status", "distance", "cosine", "run"):
+            table.add_column(col)
+        for o in sweep.outcomes:
+            table.add_row(escape(o.name), o.status,
+                          "" if o.distance is None else f"{o.distance:.4f}",
+                          "" if o.cosine is None else f"{o.cosine:.4f}", o.run_id or "")
+        self.console.print(table)
+        if parent := sweep.extras.get("mlflow_run_id"):
+            self.console.print(f"MLflow parent run [bold]{parent}[/]")

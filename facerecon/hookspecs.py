@@ -14,6 +14,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from facerecon.context import RunContext, StepInfo
+    from facerecon.sweep import SweepContext, VariantOutcome
 
 hookspec = pluggy.HookspecMarker("facerecon")
 hookimpl = pluggy.HookimplMarker("facerecon")
@@ -57,6 +58,22 @@ def after_run(context: RunContext) -> None:
 @hookspec
 def on_error(context: RunContext, error: BaseException) -> None:
     """Called when the run fails or is interrupted; ``error`` is the exception."""
+
+
+@hookspec
+def before_sweep(sweep: SweepContext) -> None:
+    """Called once every variant is validated, before the first runs; a tracker may set
+    ``sweep.extras["mlflow_run_id"]`` to make the variants its child runs."""
+
+
+@hookspec
+def after_variant(sweep: SweepContext, outcome: VariantOutcome) -> None:
+    """Called in the sweep's process as each variant finishes (FINISHED or FAILED)."""
+
+
+@hookspec
+def after_sweep(sweep: SweepContext) -> None:
+    """Called once at the end, also when the sweep stopped early (``sweep.error`` is set)."""
 
 
 HOOK_KINDS: dict[str, str] = {

@@ -96,6 +96,32 @@ class TrackingSpec(_Strict):
     experiment: str = "facerecon"
     run_name: str | None = None
     image_every: int = Field(25, ge=1, description="log step images every N steps")
+    parent_run_id: str | None = Field(None, description="set by sweeps: the parent run")
+
+
+class VariantRef(_Strict):
+    """One explicit sweep variant: key paths (``solver.lr``, ``loss.regularizers[0].weight``)
+    and the values they take."""
+
+    name: str | None = None
+    set: dict[str, Any] = Field(min_length=1)
+
+
+class SweepSpec(_Strict):
+    """A parameter study: a grid over key paths, and/or explicit variants."""
+
+    grid: dict[str, list[Any]] = Field({}, description="key path -> values (cartesian product)")
+    variants: list[VariantRef] = Field([], description="explicit variants, after the grid's")
+    workers: int = Field(1, ge=1, le=64, description="local worker processes")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> SweepSpec:
+        if not self.grid and not self.variants:
+            raise ValueError("a sweep needs a `grid` or `variants`")
+        empty = [key for key, values in self.grid.items() if not values]
+        if empty:
+            raise ValueError(f"empty grid for {', '.join(empty)}: give at least one value")
+        return self
 
 
 class Spec(_Strict):
@@ -112,6 +138,7 @@ class Spec(_Strict):
     restarts: int = Field(1, ge=1, description="random restarts per target and guide")
     seed: int = 0
     tracking: TrackingSpec = TrackingSpec()
+    sweep: SweepSpec | None = None
     base_dir: Path = Field(Path("."), exclude=True, description="where relative paths start")
 
     def resolved(self) -> dict[str, Any]:
@@ -255,7 +282,18 @@ def validate(raw: Any, *, base_dir: Path = Path("."), reg: Registry | None = Non
     if problems:
         raise FaceReconError(problems[0], lines=sorted(set(problems), key=problems.index))
     assert spec is not None
+    _fill_plugin_defaults(spec, reg)
     return spec
+
+
+def _fill_plugin_defaults(spec: Spec, reg: Registry) -> None:
+    """Write every plugin's validated parameters, defaults included, into the spec."""
+    refs = [("model", spec.model), ("metric", spec.loss.metric), ("solver", spec.solver)]
+    refs += [("regularizer", r) for r in spec.loss.regularizers]
+    for kind, ref in refs:
+        params = {k: v for k, v in ref.params.items() if k not in HOST_KEYS[kind]}
+        full = reg.get(kind, ref.name).Params.model_validate(params).model_dump(mode="json")
+        ref.__pydantic_extra__.update(full)
 
 
 def load(path: str | Path, *, reg: Registry | None = None) -> Spec:

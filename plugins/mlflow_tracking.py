@@ -63,6 +63,18 @@ def _metrics(context: RunContext, terms: dict[str, np.ndarray]) -> dict[str, flo
     return out
 
 
+def _experiment_id(client, name: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:  # another worker created it first
+        return client.get_experiment_by_name(name).experiment_id
+
+
 @hookimpl
 def before_run(context: RunContext) -> None:
     tracking = context.spec.tracking
@@ -87,6 +99,8 @@ def before_run(context: RunContext) -> None:
     }
     if commit := git_commit():
         tags["mlflow.source.git.commit"] = commit
+    if tracking.parent_run_id:
+        tags["mlflow.parentRunId"] = tracking.parent_run_id
     run = client.create_run(exp_id, run_name=tracking.run_name or spec.name, tags=tags)
     state = _Run(client, run.info.run_id)
     context.extras["_mlflow"] = state
@@ -206,4 +220,83 @@ def on_error(context: RunContext, error: BaseException) -> None:
         reason = f"{type(error).__name__}: {error}"[:5000]
         client.set_tag(run_id, "facerecon.error", reason)
         status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+        client.set_terminated(run_id, status)
+
+
+@hookimpl
+def before_sweep(sweep) -> None:
+    tracking = sweep.spec.tracking
+    if not tracking.enabled:
+        return
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri())
+    exp_id = _experiment_id(client, tracking.experiment)
+    tags = {"facerecon.spec": sweep.spec.name, "facerecon.sweep": str(len(sweep.variants)),
+            "facerecon.version": facerecon.__version__}
+    run = client.create_run(exp_id, run_name=f"{sweep.spec.name} (sweep)", tags=tags)
+    sweep.extras["mlflow_run_id"] = run.info.run_id
+    client.log_dict(run.info.run_id, sweep.spec.resolved(), "spec.yaml")
+
+
+def _contact_sheet(sweep):
+    """Variants x targets, each cell the kept reconstruction, labelled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sweep.outcomes
+    cols = max((len(o.images) for o in rows), default=1) or 1
+    fig, axes = plt.subplots(len(rows), cols, figsize=(2.2 * cols + 2.5, 2.2 * len(rows)),
+                             squeeze=False)
+    for r, outcome in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(outcome.images):
+                ax.imshow(np.clip(outcome.images[c], 0, 1))
+            else:
+                ax.text(0.5, 0.5, outcome.status, ha="center", va="center", transform=ax.transAxes)
+            if r == 0:
+                ax.set_title(f"target {c}")
+        axes[r][0].set_ylabel(outcome.name, rotation=0, ha="right", va="center", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+@hookimpl
+def after_sweep(sweep) -> None:
+    run_id = sweep.extras.get("mlflow_run_id")
+    if run_id is None:
+        return
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri())
+    outcomes = sweep.outcomes
+    try:
+        if outcomes:
+            table = {
+                "variant": [o.name for o in outcomes],
+                "status": [o.status for o in outcomes],
+                "run_id": [o.run_id or "" for o in outcomes],
+                "distance": [o.distance for o in outcomes],
+                "cosine": [o.cosine for o in outcomes],
+                "error": [o.error or "" for o in outcomes],
+            }
+            client.log_table(run_id, table, artifact_file="summary.json")
+            fig = _contact_sheet(sweep)
+            client.log_figure(run_id, fig, "contact_sheet.png")
+            plt.close(fig)
+        failed = [o.name for o in outcomes if o.status != "FINISHED"]
+        client.set_tag(run_id, "facerecon.failed_variants", "; ".join(failed) or "none")
+    finally:
+        if sweep.error is not None:
+            client.set_tag(run_id, "facerecon.error", f"{type(sweep.error).__name__}: "
+                           f"{sweep.error}"[:5000])
+            status = "KILLED" if isinstance(sweep.error, KeyboardInterrupt) else "FAILED"
+        else:
+            status = "FINISHED"
         client.set_terminated(run_id, status)

@@ -17,7 +17,7 @@ from . import tiny_model
 def tiny() -> None:
     """The tiny test model, registered in code in whatever plugin manager is current."""
     pm = plugin_manager()
-    if pm.get_plugin("tests.tiny") is None:
+    if not pm.is_registered(tiny_model):
         pm.register(tiny_model, name="tests.tiny")
 
 

@@ -15,10 +15,11 @@ HOOKS = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
          if hasattr(fn, "facerecon_spec")]
 
 
-def test_there_are_eight_hooks():
+def test_the_hooks():
     assert sorted(HOOKS) == sorted(["register_models", "register_metrics",
                                     "register_regularizers", "register_solvers", "before_run",
-                                    "after_step", "after_run", "on_error"])
+                                    "after_step", "after_run", "on_error", "before_sweep",
+                                    "after_variant", "after_sweep"])
 
 
 @pytest.mark.parametrize("hook", HOOKS)
