@@ -43,15 +43,21 @@ def _tracked(spec: Spec, track: bool | None) -> Spec:
     return spec.model_copy(update={"tracking": tracking})
 
 
-def run(spec: str | Path | Spec, *, pm: pluggy.PluginManager | None = None,
-        track: bool | None = None) -> RunResult:
+def run(
+    spec: str | Path | Spec, *, pm: pluggy.PluginManager | None = None, track: bool | None = None
+) -> RunResult:
     """Validate (if a path) and run one spec; ``track`` overrides ``tracking.enabled``."""
     spec = spec if isinstance(spec, Spec) else load(spec)
     return run_spec(_tracked(spec, track), pm=pm)
 
 
-def sweep(spec: str | Path | Spec, *, workers: int | None = None,
-          pm: pluggy.PluginManager | None = None, track: bool | None = None) -> SweepContext:
+def sweep(
+    spec: str | Path | Spec,
+    *,
+    workers: int | None = None,
+    pm: pluggy.PluginManager | None = None,
+    track: bool | None = None,
+) -> SweepContext:
     """Validate every variant of a sweep spec, then run them as child runs of one parent."""
     spec = spec if isinstance(spec, Spec) else load(spec)
     return run_sweep(_tracked(spec, track), workers=workers, pm=pm)

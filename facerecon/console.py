@@ -89,8 +89,10 @@ class SweepReporter:
     @hookimpl
     def before_sweep(self, sweep) -> None:
         workers = sweep.spec.sweep.workers
-        self.console.print(f"[bold]{escape(sweep.spec.name)}[/]: sweep of "
-                           f"{len(sweep.variants)} variant(s), {workers} worker(s)")
+        self.console.print(
+            f"[bold]{escape(sweep.spec.name)}[/]: sweep of "
+            f"{len(sweep.variants)} variant(s), {workers} worker(s)"
+        )
 
     @hookimpl
     def after_variant(self, sweep, outcome) -> None:
@@ -104,9 +106,13 @@ class SweepReporter:
         for col in ("variant", "status", "distance", "cosine", "run"):
             table.add_column(col)
         for o in sweep.outcomes:
-            table.add_row(escape(o.name), o.status,
-                          "" if o.distance is None else f"{o.distance:.4f}",
-                          "" if o.cosine is None else f"{o.cosine:.4f}", o.run_id or "")
+            table.add_row(
+                escape(o.name),
+                o.status,
+                "" if o.distance is None else f"{o.distance:.4f}",
+                "" if o.cosine is None else f"{o.cosine:.4f}",
+                o.run_id or "",
+            )
         self.console.print(table)
         if parent := sweep.extras.get("mlflow_run_id"):
             self.console.print(f"MLflow parent run [bold]{parent}[/]")

@@ -61,8 +61,9 @@ class SweepContext:
 
 
 def _steps(path: str) -> list[str | int]:
-    parts = [m.group(1) if m.group(1) is not None else int(m.group(2))
-             for m in _STEP.finditer(path)]
+    parts = [
+        m.group(1) if m.group(1) is not None else int(m.group(2)) for m in _STEP.finditer(path)
+    ]
     if "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".") != path:
         raise ValueError
     return parts
@@ -70,12 +71,18 @@ def _steps(path: str) -> list[str | int]:
 
 def _paths(data: Any, prefix: str = "") -> list[str]:
     if isinstance(data, dict):
-        return [q for k, v in data.items()
-                for q in [f"{prefix}.{k}" if prefix else k, *_paths(v, f"{prefix}.{k}"
-                                                              if prefix else k)]]
+        return [
+            q
+            for k, v in data.items()
+            for q in [
+                f"{prefix}.{k}" if prefix else k,
+                *_paths(v, f"{prefix}.{k}" if prefix else k),
+            ]
+        ]
     if isinstance(data, list):
-        return [q for i, v in enumerate(data) for q in [f"{prefix}[{i}]",
-                                                        *_paths(v, f"{prefix}[{i}]")]]
+        return [
+            q for i, v in enumerate(data) for q in [f"{prefix}[{i}]", *_paths(v, f"{prefix}[{i}]")]
+        ]
     return []
 
 
@@ -87,8 +94,12 @@ def set_path(data: dict[str, Any], path: str, value: Any) -> None:
         for step in steps[:-1]:
             node = node[step]
         last = steps[-1]
-        if isinstance(last, int) and last >= len(node) or \
-                isinstance(last, str) and (not isinstance(node, dict) or last not in node):
+        if (
+            isinstance(last, int)
+            and last >= len(node)
+            or isinstance(last, str)
+            and (not isinstance(node, dict) or last not in node)
+        ):
             raise KeyError(last)
         node[last] = value
     except (ValueError, KeyError, IndexError, TypeError):
@@ -108,8 +119,14 @@ def expand(spec: Spec) -> list[Variant]:
         raise FaceReconError(f"{spec.name}: the spec has no `sweep` section")
     base = spec.resolved()
     base.pop("sweep")
-    points = [dict(zip(sweep.grid, combo, strict=True))
-              for combo in itertools.product(*sweep.grid.values())] if sweep.grid else []
+    points = (
+        [
+            dict(zip(sweep.grid, combo, strict=True))
+            for combo in itertools.product(*sweep.grid.values())
+        ]
+        if sweep.grid
+        else []
+    )
     named = [(None, p) for p in points] + [(v.name, v.set) for v in sweep.variants]
     variants, problems = [], []
     for index, (name, overrides) in enumerate(named):
@@ -119,8 +136,7 @@ def expand(spec: Spec) -> list[Variant]:
             for path, value in overrides.items():
                 set_path(data, path, value)
             data["tracking"]["run_name"] = f"{spec.name} [{name}]"
-            variants.append(Variant(name, overrides,
-                                    validate(data, base_dir=spec.base_dir)))
+            variants.append(Variant(name, overrides, validate(data, base_dir=spec.base_dir)))
         except FaceReconError as exc:
             problems += [f"variant {index} ({name}): {line}" for line in exc.lines]
     if problems:
@@ -133,15 +149,18 @@ def _run_one(variant: Variant, parent_run_id: str | None) -> VariantOutcome:
     from facerecon.runner import run
 
     spec = variant.spec
-    spec = spec.model_copy(update={"tracking": spec.tracking.model_copy(
-        update={"parent_run_id": parent_run_id})})
+    spec = spec.model_copy(
+        update={"tracking": spec.tracking.model_copy(update={"parent_run_id": parent_run_id})}
+    )
     try:
         result = run(spec)
     except Exception as exc:
         return VariantOutcome(variant.name, "FAILED", error=f"{type(exc).__name__}: {exc}")
     best = result.best
     return VariantOutcome(
-        variant.name, "FINISHED", run_id=result.run_id,
+        variant.name,
+        "FINISHED",
+        run_id=result.run_id,
         distance=float(np.mean(result.terms["distance"][best])),
         cosine=float(np.mean(result.terms["cosine"][best])),
         images=[result.images[i] for i in best],
@@ -154,8 +173,9 @@ def _worker_init() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def run_sweep(spec: Spec, *, workers: int | None = None,
-              pm: pluggy.PluginManager | None = None) -> SweepContext:
+def run_sweep(
+    spec: Spec, *, workers: int | None = None, pm: pluggy.PluginManager | None = None
+) -> SweepContext:
     """Validate every variant, then run them all; returns every outcome, in variant order."""
     pm = pm or plugin_manager()
     context = SweepContext(spec, expand(spec))

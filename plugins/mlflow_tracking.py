@@ -232,8 +232,11 @@ def before_sweep(sweep) -> None:
 
     client = mlflow.MlflowClient(tracking_uri())
     exp_id = _experiment_id(client, tracking.experiment)
-    tags = {"facerecon.spec": sweep.spec.name, "facerecon.sweep": str(len(sweep.variants)),
-            "facerecon.version": facerecon.__version__}
+    tags = {
+        "facerecon.spec": sweep.spec.name,
+        "facerecon.sweep": str(len(sweep.variants)),
+        "facerecon.version": facerecon.__version__,
+    }
     run = client.create_run(exp_id, run_name=f"{sweep.spec.name} (sweep)", tags=tags)
     sweep.extras["mlflow_run_id"] = run.info.run_id
     client.log_dict(run.info.run_id, sweep.spec.resolved(), "spec.yaml")
@@ -248,8 +251,9 @@ def _contact_sheet(sweep):
 
     rows = sweep.outcomes
     cols = max((len(o.images) for o in rows), default=1) or 1
-    fig, axes = plt.subplots(len(rows), cols, figsize=(2.2 * cols + 2.5, 2.2 * len(rows)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), cols, figsize=(2.2 * cols + 2.5, 2.2 * len(rows)), squeeze=False
+    )
     for r, outcome in enumerate(rows):
         for c in range(cols):
             ax = axes[r][c]
@@ -294,8 +298,9 @@ def after_sweep(sweep) -> None:
         client.set_tag(run_id, "facerecon.failed_variants", "; ".join(failed) or "none")
     finally:
         if sweep.error is not None:
-            client.set_tag(run_id, "facerecon.error", f"{type(sweep.error).__name__}: "
-                           f"{sweep.error}"[:5000])
+            client.set_tag(
+                run_id, "facerecon.error", f"{type(sweep.error).__name__}: {sweep.error}"[:5000]
+            )
             status = "KILLED" if isinstance(sweep.error, KeyboardInterrupt) else "FAILED"
         else:
             status = "FINISHED"

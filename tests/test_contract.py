@@ -11,15 +11,29 @@ import pytest
 from facerecon import hookspecs
 
 ROOT = Path(__file__).resolve().parent.parent
-HOOKS = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
-         if hasattr(fn, "facerecon_spec")]
+HOOKS = [
+    name
+    for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+    if hasattr(fn, "facerecon_spec")
+]
 
 
 def test_the_hooks():
-    assert sorted(HOOKS) == sorted(["register_models", "register_metrics",
-                                    "register_regularizers", "register_solvers", "before_run",
-                                    "after_step", "after_run", "on_error", "before_sweep",
-                                    "after_variant", "after_sweep"])
+    assert sorted(HOOKS) == sorted(
+        [
+            "register_models",
+            "register_metrics",
+            "register_regularizers",
+            "register_solvers",
+            "before_run",
+            "after_step",
+            "after_run",
+            "on_error",
+            "before_sweep",
+            "after_variant",
+            "after_sweep",
+        ]
+    )
 
 
 @pytest.mark.parametrize("hook", HOOKS)
@@ -31,8 +45,9 @@ def test_hook_is_documented_with_its_signature(hook):
 
 @pytest.mark.parametrize("hook", HOOKS)
 def test_hook_is_exercised_by_a_test(hook):
-    sources = [p.read_text() for p in (ROOT / "tests").glob("test_*.py")
-               if p.name != "test_contract.py"]
+    sources = [
+        p.read_text() for p in (ROOT / "tests").glob("test_*.py") if p.name != "test_contract.py"
+    ]
     assert any(re.search(rf"\b(def|hookimpl\s+def)\s+{hook}\b", s) for s in sources)
 
 

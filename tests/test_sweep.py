@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 from mlflow import MlflowClient
 
@@ -27,9 +26,12 @@ def sweep_spec(sweep, **extra):
 
 
 def test_grid_and_variants_expand_in_order_with_defaults_reachable():
-    spec = sweep_spec({"grid": {"loss.regularizers[0].weight": [0.0, 0.1],
-                                "solver.lr": [0.01, 0.05]},
-                       "variants": [{"name": "sgd", "set": {"solver": {"name": "sgd", "steps": 4}}}]})
+    spec = sweep_spec(
+        {
+            "grid": {"loss.regularizers[0].weight": [0.0, 0.1], "solver.lr": [0.01, 0.05]},
+            "variants": [{"name": "sgd", "set": {"solver": {"name": "sgd", "steps": 4}}}],
+        }
+    )
     variants = expand(spec)
     assert [v.name for v in variants] == [
         "loss.regularizers[0].weight=0.0, solver.lr=0.01",
@@ -44,16 +46,28 @@ def test_grid_and_variants_expand_in_order_with_defaults_reachable():
 
 
 def test_bad_sweeps_are_refused_before_anything_runs():
-    with pytest.raises(FaceReconError, match=r"variant 0 \(solver.lrr=0.1\): sweep: key path "
-                       r"'solver.lrr' does not exist in the spec \(did you mean 'solver.lr' or"):
+    with pytest.raises(
+        FaceReconError,
+        match=r"variant 0 \(solver.lrr=0.1\): sweep: key path "
+        r"'solver.lrr' does not exist in the spec \(did you mean 'solver.lr' or",
+    ):
         expand(sweep_spec({"grid": {"solver.lrr": [0.1]}}))
     with pytest.raises(FaceReconError, match=r"sweep: empty grid for solver.lr"):
         sweep_spec({"grid": {"solver.lr": []}})
     with pytest.raises(FaceReconError) as info:
-        expand(sweep_spec({"variants": [{"name": "ok", "set": {"solver.lr": 0.1}},
-                                        {"name": "bad", "set": {"solver.lr": -1}}]}))
-    assert info.value.lines == ["variant 1 (bad): solver.lr: Input should be greater than 0 "
-                                "(got -1)"]
+        expand(
+            sweep_spec(
+                {
+                    "variants": [
+                        {"name": "ok", "set": {"solver.lr": 0.1}},
+                        {"name": "bad", "set": {"solver.lr": -1}},
+                    ]
+                }
+            )
+        )
+    assert info.value.lines == [
+        "variant 1 (bad): solver.lr: Input should be greater than 0 (got -1)"
+    ]
 
 
 class Record:
@@ -77,15 +91,26 @@ def test_in_process_sweep_with_a_failing_variant(store, tmp_path):
     record = Record()
     plugin_manager().register(record)
     try:
-        ctx = api.sweep(sweep_spec({"variants": [
-            {"name": "a", "set": {"solver.lr": 0.01}},
-            {"name": "broken", "set": {"targets[1].image": "missing.png"}},
-            {"name": "c", "set": {"solver": {"name": "sgd", "steps": 3}}},
-        ]}))
+        ctx = api.sweep(
+            sweep_spec(
+                {
+                    "variants": [
+                        {"name": "a", "set": {"solver.lr": 0.01}},
+                        {"name": "broken", "set": {"targets[1].image": "missing.png"}},
+                        {"name": "c", "set": {"solver": {"name": "sgd", "steps": 3}}},
+                    ]
+                }
+            )
+        )
     finally:
         plugin_manager().unregister(record)
-    assert record.calls == ["before_sweep", "after_variant:FINISHED", "after_variant:FAILED",
-                            "after_variant:FINISHED", "after_sweep"]
+    assert record.calls == [
+        "before_sweep",
+        "after_variant:FINISHED",
+        "after_variant:FAILED",
+        "after_variant:FINISHED",
+        "after_sweep",
+    ]
     assert [o.status for o in ctx.outcomes] == ["FINISHED", "FAILED", "FINISHED"]
     assert "missing.png: file not found" in ctx.outcomes[1].error
     client = MlflowClient(store)
@@ -94,8 +119,9 @@ def test_in_process_sweep_with_a_failing_variant(store, tmp_path):
     assert parent.data.tags["facerecon.failed_variants"] == "broken"
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"contact_sheet.png", "summary.json", "spec.yaml"} <= artifacts
-    children = client.search_runs([parent.info.experiment_id],
-                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
     assert sorted(r.info.run_name for r in children) == ["sw [a]", "sw [c]"]
 
 
@@ -109,8 +135,9 @@ def test_two_parallel_workers_lose_no_run(store, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     plugin_manager.cache_clear()
     try:
-        spec = sweep_spec({"grid": {"seed": [0, 1, 2, 3]}, "workers": 2},
-                          solver={"name": "adam", "steps": 6})
+        spec = sweep_spec(
+            {"grid": {"seed": [0, 1, 2, 3]}, "workers": 2}, solver={"name": "adam", "steps": 6}
+        )
         ctx = api.sweep(spec)
     finally:
         monkeypatch.undo()
@@ -120,7 +147,8 @@ def test_two_parallel_workers_lose_no_run(store, tmp_path, monkeypatch):
     client = MlflowClient(store)
     parent = ctx.extras["mlflow_run_id"]
     children = client.search_runs(
-        [client.get_run(parent).info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+        [client.get_run(parent).info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'"
+    )
     assert len(children) == 4 and {r.info.status for r in children} == {"FINISHED"}
     for child in children:
         history = client.get_metric_history(child.info.run_id, "loss/total")
