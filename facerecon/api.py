@@ -16,6 +16,8 @@ from facerecon.context import RunResult
 from facerecon.errors import FaceReconError
 from facerecon.objective import forward_for
 from facerecon.plugins import Registered, plugin_manager, registry
+from facerecon.report import Report
+from facerecon.report import report as make_report
 from facerecon.runner import embed_photo, instantiate
 from facerecon.runner import run as run_spec
 from facerecon.spec import PluginRef, Spec, load
@@ -61,6 +63,11 @@ def sweep(
     """Validate every variant of a sweep spec, then run them as child runs of one parent."""
     spec = spec if isinstance(spec, Spec) else load(spec)
     return run_sweep(_tracked(spec, track), workers=workers, pm=pm)
+
+
+def report(experiment: str, folder: str | Path | None = None, *, log: bool = True) -> Report:
+    """An experiment's runs as one labelled figure and table, in a folder and in MLflow."""
+    return make_report(experiment, folder, log=log)
 
 
 def _describe_type(annotation: Any) -> str:
@@ -165,6 +172,7 @@ __all__ = [
     "model",
     "plugins",
     "plugin_manager",
+    "report",
     "run",
     "sweep",
     "ui",

@@ -129,11 +129,32 @@ def sweep(spec: str, workers: int | None, no_track: bool) -> None:
 @click.argument("specs", nargs=-1, required=True, type=click.Path())
 @_friendly
 def validate(specs: tuple[str, ...]) -> None:
-    """Check SPEC files without running anything."""
+    """Check SPEC files (every sweep variant too) without running anything."""
     from facerecon import api
+    from facerecon.sweep import expand
 
     for spec, path in zip(api.validate(*specs), specs, strict=True):
-        out().print(f"[green]ok[/] {path} ({spec.name})")
+        variants = f", {len(expand(spec))} sweep variants" if spec.sweep else ""
+        out().print(f"[green]ok[/] {escape(path)} ({escape(spec.name)}{variants})")
+
+
+@main.command()
+@click.argument("experiment")
+@click.option("-o", "--output", type=click.Path(), help="Folder [default: reports/EXPERIMENT].")
+@click.option("--no-log", is_flag=True, help="Do not log the report to MLflow.")
+@_friendly
+def report(experiment: str, output: str | None, no_log: bool) -> None:
+    """Gather EXPERIMENT's runs into a labelled figure and a table."""
+    from rich.markdown import Markdown
+
+    from facerecon import api
+
+    made = api.report(experiment, output, log=not no_log)
+    out().print(Markdown((made.folder / "table.md").read_text()))
+    err.print(
+        f"figure and table in {made.folder}/"
+        + (f"; MLflow run {made.run_id}" if made.run_id else "")
+    )
 
 
 @main.command()

@@ -19,3 +19,32 @@ def grid(rows: list[list[np.ndarray | None]], size: int, gap: int = 4) -> np.nda
                 cell = resize(cell, size)
             out[y : y + size, x : x + size] = cell
     return (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def labelled_grid(rows: list[tuple[str, list[np.ndarray] | str]], titles: list[str]):
+    """A matplotlib figure: one labelled row per entry, a titled column per image; a row
+    given a string instead of images shows that string (e.g. FAILED)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = max(len(titles), 1)
+    fig, axes = plt.subplots(
+        len(rows), cols, figsize=(2.2 * cols + 2.5, 2.2 * len(rows)), squeeze=False
+    )
+    for r, (label, images) in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if isinstance(images, str) or c >= len(images):
+                text = images if isinstance(images, str) else ""
+                ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+            else:
+                ax.imshow(np.clip(images[c], 0, 1))
+            if r == 0:
+                ax.set_title(titles[c] if c < len(titles) else "", fontsize=9)
+        axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.tight_layout()
+    return fig

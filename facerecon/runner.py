@@ -74,9 +74,8 @@ def _targets(spec: Spec, model: FaceModel) -> tuple[np.ndarray, list[bool], list
     embeddings, normalized, chips = [], [], []
     for ref in spec.targets:
         for emb, chip in _target_rows(ref, spec.base_dir, model):
-            embeddings.append(
-                emb / np.linalg.norm(emb) if ref.normalized and chip is not None else emb
-            )
+            unit = emb / np.linalg.norm(emb) if ref.normalized and chip is not None else emb
+            embeddings.append(unit * ref.scale)
             normalized.append(ref.normalized)
             chips.append(chip)
     return np.stack(embeddings).astype(np.float32), normalized, chips

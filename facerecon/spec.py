@@ -64,6 +64,7 @@ class TargetRef(_Strict):
     normalized: bool = Field(
         False, description="the embedding is L2-normalized (F(p) is normalized to match)"
     )
+    scale: float = Field(1.0, gt=0, description="multiply the target embedding (paper, Fig. 8)")
 
     @model_validator(mode="after")
     def _one_source(self) -> TargetRef:

@@ -14,7 +14,7 @@ import numpy as np
 import facerecon
 from facerecon import hookimpl
 from facerecon.context import RunContext, StepInfo
-from facerecon.panels import grid
+from facerecon.panels import grid, labelled_grid
 from facerecon.tracking import flatten, git_commit, tracking_uri
 
 
@@ -191,6 +191,12 @@ def after_run(context: RunContext) -> None:
         "kept": [i in result.best for i in range(len(context.elements))],
     }
     client.log_table(run_id, table, artifact_file="candidates.json")
+    for target, index in enumerate(result.best):  # for reports: the kept image alone
+        client.log_image(
+            run_id,
+            grid([[result.images[index]]], size, gap=0),
+            artifact_file=f"kept/target_{target}.png",
+        )
     import matplotlib.pyplot as plt
 
     fig = _loss_figure(state.history)
@@ -242,34 +248,6 @@ def before_sweep(sweep) -> None:
     client.log_dict(run.info.run_id, sweep.spec.resolved(), "spec.yaml")
 
 
-def _contact_sheet(sweep):
-    """Variants x targets, each cell the kept reconstruction, labelled."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = sweep.outcomes
-    cols = max((len(o.images) for o in rows), default=1) or 1
-    fig, axes = plt.subplots(
-        len(rows), cols, figsize=(2.2 * cols + 2.5, 2.2 * len(rows)), squeeze=False
-    )
-    for r, outcome in enumerate(rows):
-        for c in range(cols):
-            ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c < len(outcome.images):
-                ax.imshow(np.clip(outcome.images[c], 0, 1))
-            else:
-                ax.text(0.5, 0.5, outcome.status, ha="center", va="center", transform=ax.transAxes)
-            if r == 0:
-                ax.set_title(f"target {c}")
-        axes[r][0].set_ylabel(outcome.name, rotation=0, ha="right", va="center", fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
 @hookimpl
 def after_sweep(sweep) -> None:
     run_id = sweep.extras.get("mlflow_run_id")
@@ -291,7 +269,10 @@ def after_sweep(sweep) -> None:
                 "error": [o.error or "" for o in outcomes],
             }
             client.log_table(run_id, table, artifact_file="summary.json")
-            fig = _contact_sheet(sweep)
+            fig = labelled_grid(
+                [(o.name, o.images or o.status) for o in outcomes],
+                [f"target {t}" for t in range(max(len(o.images) for o in outcomes))],
+            )
             client.log_figure(run_id, fig, "contact_sheet.png")
             plt.close(fig)
         failed = [o.name for o in outcomes if o.status != "FINISHED"]

@@ -1,0 +1,112 @@
+"""Reports: an experiment's runs gathered into one labelled figure and one table."""
+
+from __future__ import annotations
+
+import csv
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import skimage.io
+
+from facerecon import __version__
+from facerecon.errors import FaceReconError
+from facerecon.panels import labelled_grid
+from facerecon.tracking import tracking_uri
+
+COLUMNS = ("run", "status", "distance", "cosine", "total loss", "run_id")
+
+
+@dataclass
+class Report:
+    """Where a report was written and what it holds."""
+
+    folder: Path
+    rows: list[dict[str, str]]
+    run_id: str | None
+
+
+def _kept_images(client, run_id: str) -> list[np.ndarray]:
+    files = sorted(a.path for a in client.list_artifacts(run_id, "kept"))
+    files.sort(key=lambda p: int(p.rsplit("_", 1)[1].split(".")[0]))
+    return [skimage.io.imread(client.download_artifacts(run_id, f)) / 255.0 for f in files]
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def report(experiment: str, folder: str | Path | None = None, *, log: bool = True) -> Report:
+    """Gather every run of ``experiment`` (sweep parents and earlier reports excluded) into
+    ``figure.png``, ``table.csv`` and ``table.md`` in ``folder`` (default
+    ``reports/<experiment>``), and log them as a ``report`` run of the experiment."""
+    import matplotlib.pyplot as plt
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri())
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = [e.name for e in client.search_experiments()]
+        near = difflib.get_close_matches(experiment, names, n=3, cutoff=0.5)
+        hint = f" (did you mean {' or '.join(repr(n) for n in near)}?)" if near else ""
+        raise FaceReconError(
+            f"experiment {experiment!r} not found in {tracking_uri()}; "
+            f"experiments: {', '.join(sorted(names)) or 'none'}{hint}"
+        )
+    runs = [
+        r
+        for r in client.search_runs(
+            [found.experiment_id], order_by=["start_time ASC"], max_results=1000
+        )
+        if "facerecon.sweep" not in r.data.tags and "facerecon.report" not in r.data.tags
+    ]
+    if not runs:
+        raise FaceReconError(f"experiment {experiment!r} has no runs to report")
+    rows, panels = [], []
+    for run in runs:
+        metrics = run.data.metrics
+        name = run.info.run_name or run.info.run_id
+        images = _kept_images(client, run.info.run_id) if run.info.status == "FINISHED" else []
+        panels.append((name, images or run.info.status))
+        rows.append(
+            {
+                "run": name,
+                "status": run.info.status,
+                "distance": _fmt(metrics.get("final/distance")),
+                "cosine": _fmt(metrics.get("final/cosine")),
+                "total loss": _fmt(metrics.get("loss/total")),
+                "run_id": run.info.run_id,
+            }
+        )
+    targets = (
+        max(len(p[1]) for p in panels if not isinstance(p[1], str))
+        if any(not isinstance(p[1], str) for p in panels)
+        else 1
+    )
+    fig = labelled_grid(panels, [f"target {t}" for t in range(targets)])
+    out = Path(folder) if folder else Path("reports") / experiment
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / "figure.png", dpi=100)
+    with open(out / "table.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row[c] for c in COLUMNS) + " |" for row in rows]
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    run_id = None
+    if log:
+        run = client.create_run(
+            found.experiment_id,
+            run_name=f"{experiment} report",
+            tags={"facerecon.report": "true", "facerecon.version": __version__},
+        )
+        run_id = run.info.run_id
+        client.log_figure(run_id, fig, "report.png")
+        client.log_table(
+            run_id, {c: [row[c] for row in rows] for c in COLUMNS}, artifact_file="report.json"
+        )
+        client.set_terminated(run_id, "FINISHED")
+    plt.close(fig)
+    return Report(out, rows, run_id)
