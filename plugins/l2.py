@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import tensorflow as tf
-from pydantic import Field
 
-from facerecon import Metric, Params, hookimpl
+from facerecon import hookimpl
+from facerecon.metrics import NormalizableMetric
 
 
-class L2(Metric):
+class L2(NormalizableMetric):
     """Squared l2 distance between embedding and target, optionally after normalizing both."""
 
     name = "l2"
 
-    class Params(Params):
-        normalize: bool = Field(False, description="L2-normalize both vectors first")
-
     def __call__(self, embeddings: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
-        if self.params.normalize:
-            embeddings = tf.math.l2_normalize(embeddings, axis=-1)
-            targets = tf.math.l2_normalize(targets, axis=-1)
+        embeddings, targets = self.vectors(embeddings, targets)
         return tf.reduce_sum(tf.square(embeddings - targets), axis=-1)
 
 

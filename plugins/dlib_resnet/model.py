@@ -22,7 +22,7 @@ from facerecon.kinds import FaceChip, FaceModel
 
 from . import network
 from .align import DlibAligner
-from .reader import read_dlib_net
+from .reader import read_bytes, read_dlib_net
 
 if TYPE_CHECKING:
     import keras
@@ -58,12 +58,7 @@ def _aligner(predictor_path: Path) -> DlibAligner:
 
 
 def _fingerprint(path: Path) -> dict[str, object]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise FaceReconError(f"dlib network file {path} does not exist") from None
-    except OSError as error:
-        raise FaceReconError(f"cannot read dlib network file {path}: {error.strerror}") from None
+    data = read_bytes(path)
     return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 

@@ -324,15 +324,20 @@ def _read_trailing_state(stream: _Stream, tensors: int) -> None:
         stream.empty_tensor("layer scratch")
 
 
-def read_dlib_net(path: str | Path) -> DlibNet:
-    """Read and check a dlib ``loss_metric`` network file; raise FaceReconError otherwise."""
-    path = Path(path)
+def read_bytes(path: Path) -> bytes:
+    """The bytes of a dlib network file, or one clear FaceReconError."""
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise FaceReconError(f"dlib network file {path} does not exist") from None
     except OSError as error:
         raise FaceReconError(f"cannot read dlib network file {path}: {error.strerror}") from None
+
+
+def read_dlib_net(path: str | Path) -> DlibNet:
+    """Read and check a dlib ``loss_metric`` network file; raise FaceReconError otherwise."""
+    path = Path(path)
+    data = read_bytes(path)
     stream = _Stream(data, path)
 
     stream.expect(1, "loss wrapper version")

@@ -1,0 +1,215 @@
+"""facerecon benchmarks: throughput against baselines measured in the same run.
+
+    python benchmarks/run.py [--models dlib-resnet facenet] [--out benchmarks/results.json]
+
+Every speed is reported next to a baseline timed in the same process, because this machine
+is shared and noisy: the compiled step against (a) a plain eager GradientTape loop doing
+the same work and (b) the roofline bound (matmul throughput / the model's FLOPs per image),
+tracking on against tracking off, and the quickstart's whole process against its import
+and model-loading parts. facenet is timed with random weights (the architecture is what
+costs time). Medians of repeated timings throughout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+import tensorflow as tf
+from rich.console import Console
+from rich.table import Table
+
+from facerecon import api
+from facerecon.objective import Objective, Term
+from facerecon.schedules import Schedule
+from facerecon_plugins.adam import Adam
+from facerecon_plugins.l2 import L2
+from facerecon_plugins.tv import TotalVariation
+
+ROOT = Path(__file__).resolve().parent.parent
+console = Console()
+
+
+def median_time(fn, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_gflops(n: int = 2048) -> float:
+    a = tf.random.normal((n, n))
+    b = tf.random.normal((n, n))
+    mm = tf.function(lambda: tf.matmul(a, b))
+    return 2 * n**3 / median_time(lambda: mm().numpy(), 10) / 1e9
+
+
+def model_for(name: str):
+    model = api.model(name)
+    if name == "facenet":  # random weights: only the architecture's cost matters here
+        from facerecon_plugins.facenet import build_network
+
+        model._network = build_network(model.embedding_size)
+    return model
+
+
+def fwd_bwd_flops(model) -> float:
+    from tensorflow.python.profiler import model_analyzer, option_builder
+
+    net = model.network()
+    x = tf.Variable(tf.zeros((1, model.input_size, model.input_size, 3)))
+
+    def fb():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(net(x, training=False))
+        return tape.gradient(loss, x)
+
+    graph = tf.function(fb).get_concrete_function().graph
+    opts = option_builder.ProfileOptionBuilder.float_operation()
+    opts["output"] = "none"
+    return model_analyzer.profile(graph, options=opts).total_float_ops
+
+
+def objective_for(model, batch: int) -> Objective:
+    rng = np.random.default_rng(0)
+    targets = rng.normal(size=(batch, model.embedding_size)).astype(np.float32)
+    terms = [Term("tv", TotalVariation(), 0.01, Schedule())]
+    return Objective(model, L2(), terms, targets, np.zeros(batch, bool))
+
+
+def step_rates(model, batch: int, steps: int) -> dict[str, float]:
+    """Image-iterations per second: facerecon's compiled step vs a plain eager loop."""
+    objective = objective_for(model, batch)
+    init = np.full((batch, model.input_size, model.input_size, 3), 0.5, np.float32)
+    stamps: list[float] = []
+    Adam(Adam.Params(steps=steps, lr=0.01)).solve(
+        objective, init, lambda info: stamps.append(time.perf_counter()))
+    ours = float(np.median(np.diff(stamps[3:])))
+
+    images = tf.Variable(init)
+    optimizer = Adam(Adam.Params(lr=0.01)).optimizer()
+    weights = tf.constant(objective.weights_at(0))
+
+    def eager_step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(objective(images, weights)["total"])
+        optimizer.apply_gradients([(tape.gradient(loss, images), images)])
+        images.assign(tf.clip_by_value(images, 0.0, 1.0))
+
+    eager = median_time(eager_step, max(3, steps // 6))
+    return {"compiled_img_per_s": batch / ours, "eager_img_per_s": batch / eager}
+
+
+def child(code: str) -> tuple[float, dict]:
+    """Run Python code in a fresh process; its wall time and the JSON it prints last."""
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return time.perf_counter() - start, json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def memory(name: str, batch: int) -> float:
+    """Peak resident memory (GiB) of a fresh process running 5 steps at ``batch``."""
+    code = f"""
+import json, resource, sys
+sys.path.insert(0, "benchmarks")
+from run import model_for, step_rates
+step_rates(model_for({name!r}), {batch}, 5)
+print(json.dumps({{"rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
+"""
+    return child(code)[1]["rss"] / 2**20
+
+
+def cold_start() -> dict[str, float]:
+    """The quickstart's whole process, and what import and model loading take of it."""
+    start = time.perf_counter()
+    subprocess.run(["facerecon", "run", "experiments/quickstart.yaml", "--no-track"],
+                   cwd=ROOT, check=True, capture_output=True)
+    whole = time.perf_counter() - start
+    _, parts = child("""
+import json, time
+t0 = time.perf_counter()
+import facerecon.cli, facerecon.api
+t1 = time.perf_counter()
+facerecon.api.model("dlib-resnet").network()
+print(json.dumps({"import": t1 - t0, "model": time.perf_counter() - t1}))
+""")
+    return {"quickstart_s": whole, "import_s": parts["import"], "model_load_s": parts["model"]}
+
+
+def tracking_cost(steps: int) -> dict[str, float]:
+    """The same short quickstart run with and without MLflow logging (alternating, medians)."""
+    spec = api.validate(ROOT / "experiments" / "quickstart.yaml")[0]
+    spec = spec.model_copy(update={"solver": spec.solver.model_copy(
+        update={"steps": steps}), "tracking": spec.tracking.model_copy(
+        update={"experiment": "benchmarks"})})
+    api.run(spec, track=False)  # warm up: model, traces
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(3):
+        for track in (False, True):
+            start = time.perf_counter()
+            api.run(spec, track=track)
+            times[track].append(time.perf_counter() - start)
+    off, on = statistics.median(times[False]), statistics.median(times[True])
+    return {"untracked_s": off, "tracked_s": on, "overhead": on / off - 1}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["dlib-resnet", "facenet"])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"))
+    args = parser.parse_args()
+
+    results: dict = {"machine": {"cpus": os.cpu_count()}, "models": {}}
+    results["machine"]["matmul_gflops"] = peak = matmul_gflops()
+    for name in args.models:
+        model = model_for(name)
+        flops = fwd_bwd_flops(model)
+        entry = {"fwd_bwd_gflop_per_image": flops / 1e9,
+                 "roofline_img_per_s": peak * 1e9 / flops}
+        for batch in (1, 8):
+            rates = step_rates(model, batch, args.steps)
+            rates["vs_eager"] = rates["compiled_img_per_s"] / rates["eager_img_per_s"]
+            rates["vs_roofline"] = rates["compiled_img_per_s"] / entry["roofline_img_per_s"]
+            entry[f"batch_{batch}"] = rates
+        rss1, rss8 = memory(name, 1), memory(name, 8)
+        per_image = max((rss8 - rss1) / 7, 1e-3)
+        entry["peak_rss_gib"] = {"batch_1": rss1, "batch_8": rss8}
+        entry["largest_batch_in_8gib_estimate"] = int(1 + (8 - rss1) / per_image)
+        results["models"][name] = entry
+    results["tracking"] = tracking_cost(args.steps * 2)
+    results["cold_start"] = cold_start()
+    results["peak_rss_gib_this_process"] = resource.getrusage(
+        resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    table = Table("model", "batch", "compiled img/s", "eager img/s", "x eager",
+                  "roofline img/s", "of roofline", title=f"matmul {peak:.0f} GFLOP/s")
+    for name, entry in results["models"].items():
+        for batch in (1, 8):
+            r = entry[f"batch_{batch}"]
+            table.add_row(name, str(batch), f"{r['compiled_img_per_s']:.2f}",
+                          f"{r['eager_img_per_s']:.2f}", f"{r['vs_eager']:.2f}",
+                          f"{entry['roofline_img_per_s']:.2f}", f"{r['vs_roofline']:.0%}")
+    console.print(table)
+    console.print_json(json.dumps({k: v for k, v in results.items() if k != "models"}))
+    console.print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
