@@ -100,6 +100,8 @@ def _run_reported(spec, workers: int | None, track: bool | None) -> None:
     reporters = [ConsoleReporter(err), SweepReporter(err)]
     for reporter in reporters:
         pm.register(reporter)
+    err.print(f"{escape(spec.name)}: loading {spec.model.name}, targets and guides ...",
+              soft_wrap=True)
     try:
         if spec.sweep is None:
             api.run(spec, pm=pm, track=track)

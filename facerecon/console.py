@@ -26,7 +26,8 @@ class ConsoleReporter:
         self.console.print(
             f"[bold]{escape(spec.name)}[/]: {len(context.targets)} target(s) x "
             f"{max(len(context.guide_images), 1)} guide(s) x {spec.restarts} restart(s) = "
-            f"batch {len(context.elements)} on {spec.model.name}, {spec.solver.name}"
+            f"batch {len(context.elements)} on {spec.model.name}, {spec.solver.name}",
+            soft_wrap=True,
         )
         self.progress = Progress(
             TextColumn("{task.description}"),

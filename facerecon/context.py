@@ -39,6 +39,8 @@ class StepInfo:
     weights: dict[str, float]
     #: the current batch of images (a tf.Variable or array); read it only when needed
     images: Any
+    #: further scalar metrics a solver reports, logged as they are (e.g. ``train/loss/total``)
+    metrics: dict[str, float] = field(default_factory=dict)
 
     def images_numpy(self) -> np.ndarray:
         images = self.images
@@ -69,6 +71,8 @@ class RunResult:
     steps: int
     stop_reason: str
     run_id: str | None = None
+    #: what the solver handed back besides images (the feedforward solver: ``generator``)
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -4,6 +4,7 @@ cutting model-ready chips.
 Built-ins (``builtin:NAME``): ``astronaut`` (skimage, NASA portrait of Eileen Collins),
 ``grace-hopper`` (matplotlib sample data), ``lfw/<i>`` (skimage's LFW subset, 100 tight
 25x25 grayscale crops), ``lfw`` (all 100 as a collection) and ``average-face`` (their mean).
+A folder names its images, a video file (or animated GIF) its frames.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from facerecon.kinds import FaceModel
 
 BUILTINS = ("astronaut", "grace-hopper", "lfw", "lfw/<i>", "average-face")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif"}
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
@@ -80,7 +82,30 @@ def read_images(source: str, base_dir: Path = Path(".")) -> list[np.ndarray]:
         if not files:
             raise FaceReconError(f"{source}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
         return [read_photo(p) for p in files]
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return read_video(path)
     return [read_photo(path)]
+
+
+def read_video(path: Path) -> list[np.ndarray]:
+    """Every frame of a video file (or animated GIF) as float RGB in [0, 1]."""
+    if not path.exists():
+        raise FaceReconError(f"{path}: file not found")
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            frames.append(as_rgb(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))
+    finally:
+        capture.release()
+    if not frames:
+        raise FaceReconError(f"{path}: no video frames could be read (OpenCV)")
+    return frames
 
 
 def read_photo(path: Path) -> np.ndarray:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -105,6 +105,8 @@ class SolveResult:
     images: np.ndarray
     steps: int
     stop_reason: str
+    #: anything else worth keeping (the feedforward solver returns its ``generator``)
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 class Solver(Plugin):

@@ -5,8 +5,10 @@ One forward pass of the model yields the embedding and every tapped layer.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -14,6 +16,9 @@ import tensorflow as tf
 
 from facerecon.kinds import FaceModel, Metric, Regularizer
 from facerecon.schedules import Schedule
+
+if TYPE_CHECKING:
+    from facerecon.context import PrepareContext
 
 PIXELS = "pixels"
 
@@ -95,6 +100,32 @@ class Objective:
         self.targets = tf.constant(targets, tf.float32)
         # Targets given as normalized embeddings are compared with a normalized F(p).
         self.normalized = tf.constant(np.asarray(normalized, bool)[:, None])
+        self.context: PrepareContext | None = None
+
+    def prepare(self, context: PrepareContext) -> None:
+        """Prepare every regularizer for this batch (once); kept for :meth:`for_batch`."""
+        for term in self.terms:
+            term.regularizer.prepare(context)
+        self.context = context
+
+    @property
+    def guides(self) -> np.ndarray | None:
+        """The guide image of every batch element, or None without guides."""
+        return self.context.guides if self.context is not None else None
+
+    def for_batch(self, size: int, guides: np.ndarray | None) -> Objective:
+        """The same loss over another batch of ``size`` raw targets given per call.
+
+        Regularizers are copied and prepared again for ``guides`` (one per element), so
+        per-element state such as a guide's activations matches the new batch.
+        """
+        if self.context is None:
+            raise RuntimeError("prepare() the objective before deriving other batches")
+        terms = [replace(t, regularizer=copy.copy(t.regularizer)) for t in self.terms]
+        targets = np.zeros((size, self.targets.shape[-1]), np.float32)
+        other = Objective(self.model, self.metric, terms, targets, np.zeros(size, bool))
+        other.prepare(replace(self.context, guides=guides))
+        return other
 
     @property
     def labels(self) -> list[str]:
@@ -104,19 +135,26 @@ class Objective:
         """Every term's weight at ``step``, as one vector (a fixed-shape step input)."""
         return np.array([t.schedule.at(t.weight, step) for t in self.terms], np.float32)
 
-    def __call__(self, images: tf.Tensor, weights: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Terms per element: total, embedding, each label, distance and cosine."""
+    def __call__(
+        self, images: tf.Tensor, weights: tf.Tensor, targets: tf.Tensor | None = None
+    ) -> dict[str, tf.Tensor]:
+        """Terms per element: total, embedding, each label, distance and cosine.
+
+        ``targets`` replaces the construction-time targets for this call (same batch layout),
+        for solvers that draw new targets every step.
+        """
+        targets = self.targets if targets is None else targets
         raw, taps = self.forward(images)
         emb = tf.where(self.normalized, tf.math.l2_normalize(raw, axis=-1), raw)
-        out = {"embedding": self.metric(emb, self.targets)}
+        out = {"embedding": self.metric(emb, targets)}
         total = out["embedding"]
         for k, term in enumerate(self.terms):
             value = term.regularizer(images, taps)
             out[term.label] = value
             total += weights[k] * value
         out["total"] = total
-        out["distance"] = tf.norm(emb - self.targets, axis=-1)
+        out["distance"] = tf.norm(emb - targets, axis=-1)
         out["cosine"] = tf.reduce_sum(
-            tf.math.l2_normalize(emb, axis=-1) * tf.math.l2_normalize(self.targets, axis=-1), -1
+            tf.math.l2_normalize(emb, axis=-1) * tf.math.l2_normalize(targets, axis=-1), -1
         )
         return out

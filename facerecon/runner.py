@@ -125,9 +125,9 @@ def prepare(spec: Spec, reg: Registry | None = None) -> tuple[RunContext, Object
     solver = instantiate(reg, "solver", spec.solver)
 
     targets, normalized, target_chips = _targets(spec, model)
+    # A folder, video or collection names one guide per image (e.g. the frames of a clip).
     guide_chips = [
-        faces.chip(model, faces.read_image(g.image, spec.base_dir), g.align, g.image)[0]
-        for g in spec.guides
+        chip for g in spec.guides for chip in faces.chips(model, g.image, g.align, spec.base_dir)
     ]
     guide_ids = list(range(len(guide_chips))) or [None]
     elements = [
@@ -150,8 +150,7 @@ def prepare(spec: Spec, reg: Registry | None = None) -> tuple[RunContext, Object
         seed=spec.seed,
         load_images=lambda src, align: faces.chips(model, src, align, spec.base_dir),
     )
-    for term in terms:
-        term.regularizer.prepare(prep)
+    objective.prepare(prep)
     context = RunContext(
         spec=spec,
         model=model,
@@ -196,6 +195,7 @@ def run(spec: Spec, *, pm: pluggy.PluginManager | None = None) -> RunResult:
             steps=solved.steps,
             stop_reason=solved.stop_reason,
             run_id=context.extras.get("mlflow_run_id"),
+            extras=solved.extras,
         )
     except BaseException as exc:
         pm.hook.on_error(context=context, error=exc)

@@ -63,6 +63,16 @@ def _metrics(context: RunContext, terms: dict[str, np.ndarray]) -> dict[str, flo
     return out
 
 
+def _client():
+    import logging
+
+    import mlflow
+
+    # "Creating initial MLflow database tables" is MLflow's business, not the user's.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    return mlflow.MlflowClient(tracking_uri())
+
+
 def _experiment_id(client, name: str) -> str:
     from mlflow.exceptions import MlflowException
 
@@ -80,9 +90,7 @@ def before_run(context: RunContext) -> None:
     tracking = context.spec.tracking
     if not tracking.enabled:
         return
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri())
+    client = _client()
     experiment = client.get_experiment_by_name(tracking.experiment)
     exp_id = (
         experiment.experiment_id if experiment else client.create_experiment(tracking.experiment)
@@ -128,6 +136,7 @@ def after_step(context: RunContext, step: StepInfo) -> None:
         state.history.setdefault(key, []).append(metrics[key])
     for label, weight in step.weights.items():
         metrics[f"weight/{label}"] = weight
+    metrics.update(step.metrics)
     state.buffer += [Metric(k, v, now, step.step) for k, v in metrics.items()]
     state.last_images = step
     if step.step % context.spec.tracking.image_every == 0:
@@ -234,9 +243,7 @@ def before_sweep(sweep) -> None:
     tracking = sweep.spec.tracking
     if not tracking.enabled:
         return
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri())
+    client = _client()
     exp_id = _experiment_id(client, tracking.experiment)
     tags = {
         "facerecon.spec": sweep.spec.name,
@@ -254,9 +261,7 @@ def after_sweep(sweep) -> None:
     if run_id is None:
         return
     import matplotlib.pyplot as plt
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri())
+    client = _client()
     outcomes = sweep.outcomes
     try:
         if outcomes:

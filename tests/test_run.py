@@ -81,10 +81,10 @@ def test_cli_run_logs_everything_to_mlflow(tmp_path, store):
     steps = sorted({int(p.split("+step+")[1].split("+")[0]) for p in images})
     assert steps == [0, 5, 10, 11]
     spec_back = yaml.safe_load(
-        Path(client.download_artifacts(run.info.run_id, "spec.yaml")).read_text()
+        Path(client.download_artifacts(run.info.run_id, "spec.yaml", str(tmp_path))).read_text()
     )
     assert spec_back["solver"]["steps"] == 12 and spec_back["restarts"] == 1
-    final = client.download_artifacts(run.info.run_id, "final.png")
+    final = client.download_artifacts(run.info.run_id, "final.png", str(tmp_path))
     import skimage.io
 
     panel = skimage.io.imread(final)
