@@ -22,18 +22,21 @@ def grid(rows: list[list[np.ndarray | None]], size: int, gap: int = 4) -> np.nda
 
 
 def labelled_grid(rows: list[tuple[str, list[np.ndarray] | str]], titles: list[str]):
-    """A matplotlib figure: one labelled row per entry, a titled column per image; a row
-    given a string instead of images shows that string (e.g. FAILED)."""
+    """A matplotlib figure: one row per entry, its label (wrapped) above its first image and
+    the column titles above the first row; a row given a string instead of images shows
+    that string (e.g. FAILED)."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cols = max(len(titles), 1)
-    fig, axes = plt.subplots(
-        len(rows), cols, figsize=(2.2 * cols + 2.5, 2.2 * len(rows)), squeeze=False
-    )
-    for r, (label, images) in enumerate(rows):
+    labels = [textwrap.fill(label, 34) for label, _ in rows]
+    height = sum(2.3 + 0.16 * label.count("\n") for label in labels)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(2.4 * cols, height), squeeze=False)
+    for r, ((_, images), label) in enumerate(zip(rows, labels, strict=True)):
         for c in range(cols):
             ax = axes[r][c]
             ax.set_xticks([])
@@ -43,8 +46,9 @@ def labelled_grid(rows: list[tuple[str, list[np.ndarray] | str]], titles: list[s
                 ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
             else:
                 ax.imshow(np.clip(images[c], 0, 1))
-            if r == 0:
-                ax.set_title(titles[c] if c < len(titles) else "", fontsize=9)
-        axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+            title = [label] if c == 0 else []
+            if r == 0 and cols > 1:
+                title.append(titles[c] if c < len(titles) else "")
+            ax.set_title("\n".join(title), fontsize=7)
     fig.tight_layout()
     return fig
