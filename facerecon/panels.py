@@ -33,6 +33,8 @@ def labelled_grid(rows: list[tuple[str, list[np.ndarray] | str]], titles: list[s
     import matplotlib.pyplot as plt
 
     cols = max(len(titles), 1)
+    if cols == 1 and len(rows) > 1:  # one image per row reads better as one labelled row
+        return _one_row(rows, plt, textwrap)
     labels = [textwrap.fill(label, 34) for label, _ in rows]
     height = sum(2.3 + 0.16 * label.count("\n") for label in labels)
     fig, axes = plt.subplots(len(rows), cols, figsize=(2.4 * cols, height), squeeze=False)
@@ -50,5 +52,23 @@ def labelled_grid(rows: list[tuple[str, list[np.ndarray] | str]], titles: list[s
             if r == 0 and cols > 1:
                 title.append(titles[c] if c < len(titles) else "")
             ax.set_title("\n".join(title), fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _one_row(rows: list[tuple[str, list[np.ndarray] | str]], plt, textwrap):
+    labels = [textwrap.fill(label, 24) for label, _ in rows]
+    lines = max(label.count("\n") for label in labels)
+    fig, axes = plt.subplots(1, len(rows), figsize=(2.3 * len(rows), 2.5 + 0.16 * lines),
+                             squeeze=False)
+    for ax, (_, images), label in zip(axes[0], rows, labels, strict=True):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if isinstance(images, str) or not images:
+            text = images if isinstance(images, str) else ""
+            ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+        else:
+            ax.imshow(np.clip(images[0], 0, 1))
+        ax.set_title(label, fontsize=7)
     fig.tight_layout()
     return fig
