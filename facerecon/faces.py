@@ -14,7 +14,6 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-import skimage.color
 import skimage.data
 import skimage.io
 import skimage.transform
@@ -28,18 +27,23 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif"}
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
-    """Float32 RGB in [0, 1] from gray, RGB or RGBA, uint8 or float."""
+    """Float32 RGB in [0, 1] from a gray, gray+1, RGB or RGBA photo; integers are 0..255.
+
+    Alpha is dropped (the colour under it is kept), as face detectors see photos.
+    """
     image = np.asarray(image)
-    if image.dtype == np.uint8:
-        image = image.astype(np.float32) / 255.0
+    if np.issubdtype(image.dtype, np.integer):
+        image = np.clip(image, 0, 255).astype(np.float32) / 255.0
     image = image.astype(np.float32)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
-    elif image.ndim == 3 and image.shape[2] == 4:
-        image = skimage.color.rgba2rgb(image).astype(np.float32)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise FaceReconError(f"expected a gray, RGB or RGBA image, got shape {image.shape}")
-    return np.clip(image, 0.0, 1.0)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise FaceReconError(
+            f"expected a gray (H, W), RGB (H, W, 3) or RGBA (H, W, 4) photo, got {image.shape}"
+        )
+    return np.clip(image[:, :, :3], 0.0, 1.0)
 
 
 @cache

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from facerecon import FaceChip, FaceModel, FaceReconError, hookimpl
+from facerecon.faces import as_rgb
 from facerecon.kinds import Params as BaseParams
 
 if TYPE_CHECKING:
@@ -228,19 +229,6 @@ def _detector():
     return MTCNN()
 
 
-def _as_rgb(photo: np.ndarray) -> np.ndarray:
-    photo = np.asarray(photo)
-    scale = 255.0 if np.issubdtype(photo.dtype, np.integer) else 1.0
-    photo = photo.astype(np.float32) / scale
-    if photo.ndim == 2:
-        photo = photo[..., None]
-    if photo.ndim != 3 or photo.shape[-1] not in (1, 3, 4):
-        raise FaceReconError(f"Expected an RGB, RGBA or grayscale photo, got shape {photo.shape}.")
-    if photo.shape[-1] == 1:
-        photo = np.repeat(photo, 3, axis=-1)
-    return np.clip(photo[..., :3], 0.0, 1.0)
-
-
 class FaceNet(FaceModel):
     """FaceNet Inception-ResNet-v1 (512-d), MTCNN alignment with keras-facenet's margins."""
 
@@ -276,7 +264,7 @@ class FaceNet(FaceModel):
         and resized to 160 x 160 regardless of aspect, as keras-facenet does."""
         import cv2
 
-        rgb = _as_rgb(photo)
+        rgb = as_rgb(photo)
         height, width = rgb.shape[:2]
         found = _detector().detect_faces(np.round(rgb * 255).astype(np.uint8))
         faces = sorted(

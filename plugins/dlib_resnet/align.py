@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from facerecon.errors import FaceReconError
+from facerecon.faces import as_rgb
 from facerecon.kinds import FaceChip
 
 CHIP_SIZE = 150
@@ -14,22 +15,8 @@ CHIP_PADDING = 0.25  # the padding dlib's face-recognition example and model use
 
 
 def to_rgb_uint8(photo: np.ndarray) -> np.ndarray:
-    """A contiguous uint8 RGB copy of a gray, RGB or RGBA photo (floats taken as [0, 1])."""
-    photo = np.asarray(photo)
-    if photo.ndim == 3 and photo.shape[2] == 1:
-        photo = photo[:, :, 0]
-    if photo.ndim == 2:
-        photo = np.stack([photo] * 3, axis=-1)
-    if photo.ndim != 3 or photo.shape[2] not in (3, 4):
-        raise FaceReconError(f"expected an (H, W), (H, W, 3) or (H, W, 4) photo, got {photo.shape}")
-    photo = photo[:, :, :3]  # alpha is dropped: dlib sees the colour only
-    if photo.dtype != np.uint8:
-        if np.issubdtype(photo.dtype, np.integer):
-            photo = np.clip(photo, 0, 255)
-        else:
-            photo = np.round(np.clip(photo.astype(np.float64), 0.0, 1.0) * 255.0)
-        photo = photo.astype(np.uint8)
-    return np.ascontiguousarray(photo)
+    """A contiguous uint8 RGB copy of a photo, the way dlib reads images."""
+    return np.ascontiguousarray(np.round(as_rgb(photo) * 255.0).astype(np.uint8))
 
 
 class DlibAligner:
