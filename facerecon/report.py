@@ -85,9 +85,11 @@ def report(experiment: str, folder: str | Path | None = None, *, log: bool = Tru
         else 1
     )
     fig = labelled_grid(panels, [f"target {t}" for t in range(targets)])
+    curves = _distance_curves(client, runs)
     out = Path(folder) if folder else Path("reports") / experiment
     out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / "figure.png", dpi=100)
+    curves.savefig(out / "distance.png", dpi=100)
     with open(out / "table.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, COLUMNS)
         writer.writeheader()
@@ -104,9 +106,35 @@ def report(experiment: str, folder: str | Path | None = None, *, log: bool = Tru
         )
         run_id = run.info.run_id
         client.log_figure(run_id, fig, "report.png")
+        client.log_figure(run_id, curves, "distance.png")
         client.log_table(
             run_id, {c: [row[c] for row in rows] for c in COLUMNS}, artifact_file="report.json"
         )
         client.set_terminated(run_id, "FINISHED")
     plt.close(fig)
+    plt.close(curves)
     return Report(out, rows, run_id)
+
+
+def _distance_curves(client, runs):
+    """Embedding distance against step, one line per run (the paper's Fig. 7)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for run in runs:
+        history = client.get_metric_history(run.info.run_id, "distance")
+        if history:
+            ax.plot(
+                [m.step for m in history],
+                [m.value for m in history],
+                label=run.info.run_name or run.info.run_id,
+            )
+    ax.set_xlabel("step")
+    ax.set_ylabel("embedding distance (mean over the batch)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
