@@ -168,6 +168,8 @@ def ui(host: str = "127.0.0.1", port: int = 5000) -> int:
 __all__ = [
     "embed",
     "embed_images",
+    "evaluate",
+    "generate",
     "layers",
     "model",
     "plugins",
@@ -178,3 +180,42 @@ __all__ = [
     "ui",
     "validate",
 ]
+
+
+# ---- feed-forward reconstruction (the `feedforward` solver plugin's generators) ---------
+
+
+def generate(
+    generator: str,
+    embedding: str | Path | np.ndarray | None = None,
+    *,
+    photo: str | None = None,
+    guide: str | None = None,
+    align: bool = True,
+    output: str | Path | None = None,
+    batch: int = 32,
+):
+    """Images from a trained generator in one pass (``runs:/<run_id>/generator``), for the
+    embeddings in an .npy (one or many) or the face in a photo; written to ``output``."""
+    from facerecon_plugins.feedforward.inference import generate as one_pass
+
+    return one_pass(
+        generator, embedding, photo=photo, guide=guide, align=align, output=output, batch=batch
+    )
+
+
+def evaluate(
+    spec: str | Path | Spec,
+    generators: list[str],
+    *,
+    iterative: bool = True,
+    threshold: float = 0.6,
+    pm: pluggy.PluginManager | None = None,
+    track: bool | None = None,
+):
+    """Score generators against the spec's iterative solver on the spec's (held-out)
+    targets with the spec's objective (paper, Table 1 and Fig. 10)."""
+    from facerecon_plugins.feedforward.evaluation import evaluate as score
+
+    spec = spec if isinstance(spec, Spec) else load(spec)
+    return score(_tracked(spec, track), generators, iterative=iterative, threshold=threshold, pm=pm)

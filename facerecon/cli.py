@@ -100,8 +100,9 @@ def _run_reported(spec, workers: int | None, track: bool | None) -> None:
     reporters = [ConsoleReporter(err), SweepReporter(err)]
     for reporter in reporters:
         pm.register(reporter)
-    err.print(f"{escape(spec.name)}: loading {spec.model.name}, targets and guides ...",
-              soft_wrap=True)
+    err.print(
+        f"{escape(spec.name)}: loading {spec.model.name}, targets and guides ...", soft_wrap=True
+    )
     try:
         if spec.sweep is None:
             api.run(spec, pm=pm, track=track)
@@ -213,6 +214,111 @@ def ui(host: str, port: int) -> None:
 
     err.print(f"MLflow UI on http://{host}:{port} (Ctrl-C to stop)")
     sys.exit(api.ui(host, port))
+
+
+@main.command()
+@click.option("-g", "--generator", required=True, help="MLflow model URI (runs:/RUN/generator).")
+@click.option("--embedding", type=click.Path(), help="An .npy of one (D,) or many (N, D).")
+@click.option("--photo", type=click.Path(), help="Or a photo whose face is embedded first.")
+@click.option("--guide", help="The guide image (guided generators only).")
+@click.option("--no-align", is_flag=True, help="Photo and guide are already tight face crops.")
+@click.option(
+    "-o", "--output", required=True, type=click.Path(), help="Image; NAME-000.png... for N."
+)
+@click.option("--batch", default=32, show_default=True, type=click.IntRange(1))
+@_friendly
+def generate(
+    generator: str,
+    embedding: str | None,
+    photo: str | None,
+    guide: str | None,
+    no_align: bool,
+    output: str,
+    batch: int,
+) -> None:
+    """Reconstruct faces in one pass with a trained feed-forward generator."""
+    from facerecon import api
+
+    made = api.generate(
+        generator,
+        embedding,
+        photo=photo,
+        guide=guide,
+        align=not no_align,
+        output=output,
+        batch=batch,
+    )
+    where = made.paths[0] if len(made.paths) == 1 else f"{made.paths[0]} ... {made.paths[-1]}"
+    err.print(
+        f"{len(made.images)} image(s) in {made.seconds:.3f} s "
+        f"({made.images_per_second:.1f} images/s at batch {batch}) -> {where}",
+        soft_wrap=True,
+    )
+
+
+@main.command()
+@click.argument("spec", type=click.Path())
+@click.option(
+    "-g",
+    "--generator",
+    "generators",
+    multiple=True,
+    required=True,
+    help="MLflow model URI of a generator; repeat to compare several.",
+)
+@click.option("--no-iterative", is_flag=True, help="Skip the iterative solver (no Fig. 10).")
+@click.option("--threshold", default=0.6, show_default=True, help="Verification distance.")
+@click.option("--no-track", is_flag=True, help="Do not log to MLflow.")
+@_friendly
+def evaluate(
+    spec: str, generators: tuple[str, ...], no_iterative: bool, threshold: float, no_track: bool
+) -> None:
+    """Score generators against SPEC's iterative solver on SPEC's held-out targets."""
+    from facerecon import api
+    from facerecon.console import ConsoleReporter
+
+    pm = api.plugin_manager()
+    reporter = ConsoleReporter(err)
+    pm.register(reporter)
+    try:
+        result = api.evaluate(
+            spec,
+            list(generators),
+            iterative=not no_iterative,
+            threshold=threshold,
+            pm=pm,
+            track=False if no_track else None,
+        )
+    finally:
+        pm.unregister(reporter)
+    table = Table(title=f"{result.spec.name}: {len(result.target_images)} held-out targets")
+    columns = (
+        "method",
+        "mean loss",
+        "mean distance",
+        "mean cosine",
+        f"distance < {threshold:g}",
+        "loss / iterative",
+        "images/s",
+    )
+    for column in columns:
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for row in result.summary():
+        speed = row["images_per_second"]
+        table.add_row(
+            row["method"],
+            f"{row['mean_total']:.4g}",
+            f"{row['mean_distance']:.4f}",
+            f"{row['mean_cosine']:.4f}",
+            f"{row['verified']:.0%}",
+            f"{row['loss_ratio']:.2f}",
+            "-" if speed != speed else f"{speed:.1f}",
+        )
+    out().print(table)
+    for row in result.summary():
+        err.print(f"{row['method']}: {escape(row['source'])}", soft_wrap=True)
+    if result.run_id:
+        err.print(f"MLflow run [bold]{result.run_id}[/] (evaluation table, Fig. 10 scatter)")
 
 
 if __name__ == "__main__":

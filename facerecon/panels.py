@@ -59,8 +59,9 @@ def labelled_grid(rows: list[tuple[str, list[np.ndarray] | str]], titles: list[s
 def _one_row(rows: list[tuple[str, list[np.ndarray] | str]], plt, textwrap):
     labels = [textwrap.fill(label, 24) for label, _ in rows]
     lines = max(label.count("\n") for label in labels)
-    fig, axes = plt.subplots(1, len(rows), figsize=(2.3 * len(rows), 2.5 + 0.16 * lines),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(rows), figsize=(2.3 * len(rows), 2.5 + 0.16 * lines), squeeze=False
+    )
     for ax, (_, images), label in zip(axes[0], rows, labels, strict=True):
         ax.set_xticks([])
         ax.set_yticks([])

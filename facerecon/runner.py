@@ -28,9 +28,7 @@ def _model(cls: type[FaceModel], params: str) -> FaceModel:
 def instantiate(reg: Registry, kind: str, ref: PluginRef, host_keys: set[str] = frozenset()) -> Any:
     """The plugin instance a spec entry names, with its validated parameters."""
     cls: type[Plugin] = reg.get(kind, ref.name)
-    params = cls.Params.model_validate(
-        {k: v for k, v in ref.params.items() if k not in host_keys}
-    )
+    params = cls.Params.model_validate({k: v for k, v in ref.params.items() if k not in host_keys})
     if kind == "model":
         return _model(cls, params.model_dump_json())
     return cls(params)

@@ -203,8 +203,9 @@ def weights_path(key: str, local: str | None = None) -> str:
         if not os.path.isfile(local):
             raise FaceReconError(f"FaceNet weights file {local} ({source}) not found: {remedy}")
         if sha256sum(local) != sha:
-            log.warning("%s is not the published %s (sha256 %s); using it as given.",
-                        local, filename, sha)
+            log.warning(
+                "%s is not the published %s (sha256 %s); using it as given.", local, filename, sha
+            )
         return local
 
     cached = os.path.join(os.path.expanduser("~/.keras-facenet"), meta["dir_name"], filename)

@@ -261,6 +261,7 @@ def after_sweep(sweep) -> None:
     if run_id is None:
         return
     import matplotlib.pyplot as plt
+
     client = _client()
     outcomes = sweep.outcomes
     try:

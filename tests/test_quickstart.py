@@ -15,7 +15,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from facerecon import api
-from facerecon.spec import load
+from facerecon.spec import PluginRef, load
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "experiments" / "quickstart.yaml"
 
@@ -52,7 +52,7 @@ def test_ui_serves_the_store_on_localhost(tmp_path, store):
     spec = load(QUICKSTART)
     tiny = spec.model_copy(
         update={
-            "model": spec.model.model_copy(update={"name": "tiny"}),
+            "model": PluginRef(name="tiny"),
             "guides": spec.guides[1:],
             "loss": spec.loss.model_copy(update={"regularizers": spec.loss.regularizers[:1]}),
             "init": spec.init.model_copy(update={"kind": "noise"}),

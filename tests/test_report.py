@@ -39,7 +39,9 @@ def test_report_gathers_every_run_with_its_numbers(store, tmp_path):
         assert float(row["distance"]) == pytest.approx(outcome.distance, abs=1e-4)
     report_run = client.get_run(made.run_id)
     assert report_run.data.tags["facerecon.report"] == "true"
-    assert {"report.png", "distance.png", "report.json"} <= {a.path for a in client.list_artifacts(made.run_id)}
+    assert {"report.png", "distance.png", "report.json"} <= {
+        a.path for a in client.list_artifacts(made.run_id)
+    }
     # a second report leaves out the first report and the sweep's parent run
     again = api.report("reported", tmp_path / "again", log=False)
     assert len(again.rows) == 3 and again.run_id is None

@@ -1,0 +1,95 @@
+"""``feedforward``: train a generator on the objective, then reconstruct in one pass.
+
+As a solver in a spec, it trains a generator on random embeddings with exactly the run's
+objective (metric + weighted regularizers, guides included), then generates the spec's
+targets - never seen in training - with it. The targets double as the probes whose images
+and terms are reported every ``report_every`` training steps. The trained generator is
+handed back in ``SolveResult.extras["generator"]``; logging it is the tracking side's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from pydantic import Field
+
+from facerecon.context import StepInfo
+from facerecon.errors import FaceReconError
+from facerecon.kinds import Params, Solver, SolveResult
+from facerecon.objective import Objective
+
+from .checkpoint import Checkpoints
+from .generator import Generator, GeneratorConfig, GeneratorParams
+from .sampling import EmbeddingSampler, SamplingParams, real_faces
+from .training import Settings, Trainer
+
+
+class FeedForwardParams(Params):
+    generator: GeneratorParams = Field(
+        default_factory=GeneratorParams, description="architecture and initialization"
+    )
+    sampling: SamplingParams = Field(
+        default_factory=SamplingParams, description="how training embeddings are drawn"
+    )
+    steps: int = Field(2000, ge=1, description="training steps")
+    batch: int = Field(32, ge=1, description="random embeddings per training step")
+    lr: float = Field(0.001, gt=0, description="Adam learning rate")
+    report_every: int = Field(
+        10, ge=1, description="probe the spec's targets every N steps (make image_every a multiple)"
+    )
+    checkpoints: str | None = Field(
+        None, description="folder for checkpoints (relative to the working directory); resumes"
+    )
+    checkpoint_every: int = Field(100, ge=1, description="save a checkpoint every N steps")
+
+
+class FeedForward(Solver):
+    """Trains a generator network on the objective, then reconstructs in one pass (Sec. 4)."""
+
+    name = "feedforward"
+    Params = FeedForwardParams
+
+    def sampler(self, objective: Objective) -> EmbeddingSampler:
+        """The training embeddings' distribution, fitted to the model's real-face embeddings."""
+        s = self.params.sampling
+        context = objective.context
+        faces = real_faces(context.load_images(s.images, s.align), s.subset, s.images)
+        embeddings, _ = context.forward(faces, [])
+        return EmbeddingSampler(s.kind, embeddings, s.shrinkage)
+
+    def solve(
+        self, objective: Objective, init: np.ndarray, on_step: Callable[[StepInfo], None]
+    ) -> SolveResult:
+        p = self.params
+        context = objective.context
+        if context is None:
+            raise RuntimeError("the feedforward solver needs a prepared objective")
+        config = GeneratorConfig.of(p.generator, objective.model)
+        if config.guided and objective.guides is None:
+            raise FaceReconError(
+                "solver.generator.kind: 'guided' needs at least one entry under `guides`"
+            )
+        sampler = self.sampler(objective)
+        mean, variance = sampler.mean, sampler.variance
+        checkpoints = Checkpoints(p.checkpoints) if p.checkpoints else None
+        stored = checkpoints.stored() if checkpoints else None
+        if stored is not None:
+            checkpoints.check(config)
+            mean, variance = stored[1], stored[2]  # the network was built around these
+        generator = Generator.build(config, mean, variance, seed=context.seed)
+        trainer = Trainer(
+            generator,
+            objective,
+            sampler,
+            Settings(p.steps, p.batch, p.lr, context.seed, p.report_every, p.checkpoint_every),
+            checkpoints,
+        )
+        steps, reason = trainer.run(on_step)
+        images, _ = trainer.probe(objective.weights_at(max(steps - 1, 0)))
+        return SolveResult(
+            images=images,
+            steps=steps,
+            stop_reason=f"{reason}; generated in one pass",
+            extras={"generator": generator, "steps_per_second": trainer.steps_per_second},
+        )

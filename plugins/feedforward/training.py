@@ -1,0 +1,195 @@
+"""Training a generator on the objective the iterative solvers minimize (paper, Sec. 4).
+
+Every step draws a batch of random embeddings, generates their images in one pass and takes
+an Adam step on the generator's weights against the mean of the objective's total loss,
+each embedding being its own image's target. With guides, the batch rows take every guide
+in turn; the objective is prepared once per such layout ("phase").
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from facerecon.context import StepInfo
+from facerecon.objective import Objective
+
+from .checkpoint import Checkpoints
+from .generator import Generator
+from .sampling import EmbeddingSampler
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How long and how a training runs."""
+
+    steps: int
+    batch: int
+    lr: float
+    seed: int
+    report_every: int
+    checkpoint_every: int
+
+
+def distinct(guides: np.ndarray) -> np.ndarray:
+    """The different guide images among per-element guides, in order of first use."""
+    _, first = np.unique(guides.reshape(len(guides), -1), axis=0, return_index=True)
+    return guides[np.sort(first)]
+
+
+def phases(guides: np.ndarray | None, batch: int) -> list[np.ndarray | None]:
+    """Each phase's batch of guides: the distinct guides in turn, cycled to fill batches."""
+    if guides is None:
+        return [None]
+    unique = distinct(guides)
+    count = math.ceil(len(unique) / batch)
+    order = np.resize(np.arange(len(unique)), count * batch)
+    return [unique[order[p * batch : (p + 1) * batch]] for p in range(count)]
+
+
+def _means(terms: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    return {k: tf.reduce_mean(v) for k, v in terms.items()}
+
+
+def metric_name(key: str) -> str:
+    """How a term is called in logs (the mlflow-tracking plugin's naming)."""
+    return key if key in ("distance", "cosine") else f"loss/{key}"
+
+
+class Trainer:
+    """Trains one generator on an objective; reports through ``on_step`` like any solver."""
+
+    def __init__(
+        self,
+        generator: Generator,
+        objective: Objective,
+        sampler: EmbeddingSampler,
+        settings: Settings,
+        checkpoints: Checkpoints | None = None,
+    ) -> None:
+        self.generator = generator
+        self.objective = objective
+        self.sampler = sampler
+        self.settings = settings
+        self.checkpoints = checkpoints
+        self.optimizer = keras.optimizers.Adam(learning_rate=settings.lr)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.steps_per_second = float("nan")
+
+    def _train_step(self, objective: Objective, guides: np.ndarray | None) -> Callable:
+        generator, optimizer = self.generator, self.optimizer
+        variables = generator.network.trainable_variables
+        g = None if guides is None else tf.constant(guides, tf.float32)
+
+        @tf.function
+        def step(embeddings: tf.Tensor, weights: tf.Tensor) -> dict[str, tf.Tensor]:
+            with tf.GradientTape() as tape:
+                images = generator(embeddings, g, training=True)
+                terms = objective(images, weights, targets=embeddings)
+                loss = tf.reduce_mean(terms["total"])
+            grads = tape.gradient(loss, variables)
+            optimizer.apply_gradients(zip(grads, variables, strict=True))
+            return _means(terms)
+
+        return step
+
+    @functools.cached_property
+    def _probe(self) -> Callable:
+        """Generates the run's own targets (the probes) and scores them, without training."""
+        generator, objective = self.generator, self.objective
+        targets = objective.targets
+        guides = None if not generator.guided else tf.constant(objective.guides, tf.float32)
+
+        @tf.function
+        def probe(weights: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+            images = generator(targets, guides)
+            return images, objective(images, weights)
+
+        return probe
+
+    def probe(self, weights: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The run's targets generated in one pass, with their terms."""
+        images, terms = self._probe(tf.constant(weights))
+        return images.numpy(), {k: v.numpy() for k, v in terms.items()}
+
+    def run(self, on_step: Callable[[StepInfo], None]) -> tuple[int, str]:
+        """Train up to ``settings.steps``; returns (steps done, why it stopped).
+
+        ``on_step`` gets the probes' terms and images every ``report_every`` steps and at the
+        end, with the training batch's mean terms since the last report as ``metrics``. An
+        interruption or error saves a checkpoint first (when there is a folder for them).
+        """
+        s, objective, generator = self.settings, self.objective, self.generator
+        # Slots made now, not inside the first call: that would trace every step twice.
+        self.optimizer.build(generator.network.trainable_variables)
+        start = 0
+        if self.checkpoints is not None:
+            start = self.checkpoints.attach(
+                generator.config,
+                generator.network,
+                self.optimizer,
+                self.step,
+                generator.mean,
+                generator.variance,
+            )
+        steps = [
+            self._train_step(objective.for_batch(s.batch, g), g)
+            for g in phases(objective.guides, s.batch)
+        ]
+        probe = self._probe
+        window: list[dict[str, float]] = []
+        clock = time.perf_counter()
+
+        def report(t: int) -> None:
+            nonlocal window, clock
+            metrics = {}
+            if window:
+                self.steps_per_second = len(window) / (time.perf_counter() - clock)
+                for key in window[0]:
+                    values = [w[key] for w in window]
+                    metrics[f"train/{metric_name(key)}"] = float(np.mean(values))
+                metrics["train/steps_per_second"] = self.steps_per_second
+            weights = objective.weights_at(t)
+            images, terms = probe(tf.constant(weights))
+            named = dict(zip(objective.labels, map(float, weights), strict=True))
+            terms = {k: v.numpy() for k, v in terms.items()}
+            on_step(StepInfo(t, terms, named, images, metrics))
+            window = []
+            clock = time.perf_counter()
+
+        reported, reason, done = start - 1, "max steps", start
+        try:
+            for t in range(start, s.steps):
+                rng = np.random.default_rng([s.seed, t])  # resumable: step t draws the same
+                embeddings = tf.constant(self.sampler.sample(rng, s.batch))
+                weights = tf.constant(objective.weights_at(t))
+                out = {k: float(v) for k, v in steps[t % len(steps)](embeddings, weights).items()}
+                if not math.isfinite(out["total"]):
+                    reason = f"diverged at step {t} (loss is not finite)"
+                    break
+                done = t + 1
+                self.step.assign(done)
+                window.append(out)
+                if t % s.report_every == 0 or done == s.steps:
+                    report(t)
+                    reported = t
+                if self.checkpoints is not None and done % s.checkpoint_every == 0:
+                    self.checkpoints.save(done)
+        except BaseException:
+            if self.checkpoints is not None and done > start:
+                self.checkpoints.save(done)
+            raise
+        if done == start:
+            reason = reason if reason != "max steps" else f"already trained {done} steps"
+        if reported != done - 1 or done == start:
+            report(max(done - 1, 0))
+        if self.checkpoints is not None and done > start and not reason.startswith("diverged"):
+            self.checkpoints.save(done)
+        return done, reason

@@ -1,0 +1,498 @@
+"""The `feedforward` solver: generators, initialization, training, MLflow round trip,
+evaluation, face transfer over frames, and its errors. Tiny model; generators only at the
+real models' sizes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+from click.testing import CliRunner
+from mlflow import MlflowClient
+
+from facerecon import api, faces, hookimpl
+from facerecon.cli import main
+from facerecon.errors import FaceReconError
+from facerecon.plugins import plugin_manager
+from facerecon.spec import validate
+from facerecon_plugins.feedforward import store
+from facerecon_plugins.feedforward.frames import pose_sequence, write_frames
+from facerecon_plugins.feedforward.generator import (
+    Generator,
+    GeneratorConfig,
+    smooth_kernel,
+)
+from facerecon_plugins.feedforward.sampling import EmbeddingSampler
+from facerecon_plugins.feedforward.training import phases
+
+from . import tiny_model
+
+# Keras's own model saving (any model) trips this numpy 2 deprecation; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+LOSS = {
+    "metric": {"name": "l2"},
+    "regularizers": [
+        {"name": "tv", "weight": 0.001},
+        {"name": "guide", "weight": 0.1, "layers": {"conv1": 1.0}},
+    ],
+}
+SPEC = {
+    "name": "ff",
+    "model": {"name": "tiny"},
+    "targets": [{"image": "builtin:astronaut"}, {"image": "builtin:grace-hopper"}],
+    "guides": [{"image": "builtin:average-face", "align": False}],
+    "loss": LOSS,
+    "solver": {
+        "name": "feedforward",
+        "generator": {"filters": 8, "depth": 2},
+        "steps": 40,
+        "batch": 8,
+        "lr": 0.003,
+        "report_every": 5,
+    },
+    "tracking": {"experiment": "ff", "image_every": 10},
+}
+
+
+def config(size: int, dim: int, kind: str = "embedding", init: str = "interpolation", **kw):
+    values = {"filters": 6, "depth": 5, "guide_filters": 4, **kw}
+    return GeneratorConfig(
+        kind=kind, init=init, model="m", input_size=size, embedding_size=dim, **values
+    )
+
+
+class Steps:
+    """Records what a solver reports; can interrupt at a given step."""
+
+    def __init__(self, stop_at: int | None = None) -> None:
+        self.steps, self.stop_at = [], stop_at
+
+    @hookimpl
+    def after_step(self, context, step):
+        self.steps.append(step)
+        if step.step == self.stop_at:
+            raise KeyboardInterrupt
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tracked training on the tiny model, shared: (result, reported steps, store uri,
+    folder)."""
+    folder = tmp_path_factory.mktemp("ff")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    if not plugin_manager().is_registered(tiny_model):  # module fixtures precede `tiny`
+        plugin_manager().register(tiny_model, name="tests.tiny")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.chdir(folder)
+        rec = Steps()
+        plugin_manager().register(rec)
+        try:
+            result = api.run(validate(SPEC))
+        finally:
+            plugin_manager().unregister(rec)
+    return result, rec.steps, uri, folder
+
+
+@pytest.fixture
+def in_store(trained, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained[2])
+    monkeypatch.chdir(trained[3])
+    return trained
+
+
+# ---- architecture ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "dim", "base", "canvas"),
+    [(32, 16, 1, 32), (150, 128, 5, 160), (160, 512, 5, 160)],  # tiny, dlib-resnet, facenet
+)
+@pytest.mark.parametrize("kind", ["embedding", "guided"])
+def test_shapes_and_crop_at_each_model_size(size, dim, base, canvas, kind):
+    c = config(size, dim, kind)
+    assert (c.base, c.canvas) == (base, canvas)
+    net = Generator.build(c).network
+    assert net.get_layer("reshape").output.shape[1:] == (base, base, 6)
+    ups = [net.get_layer(f"up{i + 1}").output.shape[1] for i in range(5)]
+    assert ups == [base * 2 ** (i + 1) for i in range(5)]
+    assert net.get_layer("sigmoid").output.shape[1:3] == (canvas, canvas)
+    assert net.output.shape[1:] == (size, size, 3)
+    if kind == "guided":
+        assert [i.name for i in net.inputs] == ["embedding", "guide"]
+        downs = [net.get_layer(f"guide_down{i + 1}").output.shape[1] for i in range(5)]
+        assert downs == [canvas // 2 ** (i + 1) for i in range(5)]
+
+
+def test_crop_keeps_the_guide_in_place():
+    # The guided generator starts as (roughly) its guide: a bright dot must stay where it was,
+    # which only holds if padding and cropping are the same centred offsets.
+    gen = Generator.build(config(150, 128, "guided"))
+    guide = np.zeros((150, 150, 3), np.float32)
+    guide[37, 101] = 1.0
+    out = gen.generate(np.zeros((1, 128), np.float32), guide)[0]
+    assert np.unravel_index(np.argmax(out[..., 0]), (150, 150)) == (37, 101)
+
+
+def _linear_part(layer, x):
+    return (
+        tf.nn.conv2d_transpose(x, layer.kernel, (1, 16, 16, layer.kernel.shape[2]), 2, "SAME")
+        + layer.bias
+    ).numpy()
+
+
+def _chaikin(x):
+    """Reference 2x upsampling on the last-but-one axes: output pixel n sits at input
+    position (n - 1/2) / 2, taking 3/4 of the nearer pixel and 1/4 of the farther one."""
+    for axis in (1, 2):
+        near = np.repeat(x, 2, axis=axis)
+        idx = np.arange(near.shape[axis])
+        far_idx = np.clip(np.where(idx % 2 == 0, idx // 2 - 1, idx // 2 + 1), 0, x.shape[axis] - 1)
+        x = 0.75 * near + 0.25 * np.take(x, far_idx, axis=axis)
+    return x
+
+
+def test_interpolation_init_is_smooth_upsampling_with_xavier_mixing():
+    net = Generator.build(config(32, 16, depth=2, filters=12)).network
+    layer = net.get_layer("up1")
+    kernel = layer.kernel.numpy()  # (5, 5, out, in)
+    mixing = kernel.sum(axis=(0, 1)) / 4.0
+    # every filter pair is the one smooth kernel times its mixing weight
+    np.testing.assert_allclose(kernel, smooth_kernel()[:, :, None, None] * mixing, atol=1e-6)
+    limit = math.sqrt(6 / (12 + 12))
+    assert np.abs(mixing).max() <= limit and mixing.std() > limit / 3  # random Xavier
+    rng = np.random.default_rng(0)
+    x = rng.random((1, 8, 8, 12)).astype(np.float32)
+    expected = np.einsum("bhwi,oi->bhwo", _chaikin(x), mixing)
+    out = _linear_part(layer, tf.constant(x))
+    np.testing.assert_allclose(out[:, 1:-1, 1:-1], expected[:, 1:-1, 1:-1], atol=1e-5)
+    # a linear ramp stays a linear ramp (no checkerboard); the plain init does not do this
+    ramp = np.broadcast_to(np.arange(8, dtype=np.float32)[None, None, :, None], (1, 8, 8, 12))
+    second = np.diff(_linear_part(layer, tf.constant(ramp))[0, 2:-2, 2:-2], 2, axis=1)
+    assert np.abs(second).max() < 1e-4
+    plain = Generator.build(config(32, 16, depth=2, filters=12, init="plain")).network
+    rough = np.diff(_linear_part(plain.get_layer("up1"), tf.constant(ramp))[0, 2:-2, 2:-2], 2, 1)
+    assert np.abs(rough).max() > 0.1
+
+
+def test_the_image_starts_out_gray_and_smooth():
+    gen = Generator.build(config(150, 128, filters=8))
+    out = gen.generate(np.random.default_rng(1).normal(size=(2, 128)).astype(np.float32))
+    assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])
+    assert abs(float(out.mean()) - 0.5) < 0.1
+    plain = Generator.build(config(150, 128, filters=8, init="plain"))
+    colour = plain.generate(np.ones((1, 128), np.float32))
+    assert np.abs(colour[..., 0] - colour[..., 1]).max() > 1e-3
+
+
+def test_samplers_match_the_real_faces_statistics():
+    rng = np.random.default_rng(0)
+    faces = rng.normal(size=(400, 8)) * np.linspace(0.5, 2, 8) + 3.0
+    gauss = EmbeddingSampler("gaussian", faces, shrinkage=0.0)
+    drawn = gauss.sample(rng, 4000)
+    np.testing.assert_allclose(drawn.mean(0), faces.mean(0), atol=0.15)
+    np.testing.assert_allclose(drawn.std(0), faces.std(0), rtol=0.1)
+    directions = EmbeddingSampler("directions", faces).sample(rng, 100)
+    np.testing.assert_allclose(np.linalg.norm(directions, axis=1), gauss.norm, rtol=1e-5)
+    assert abs(float(directions.mean())) < 0.1 * gauss.norm  # centred on 0, not on the faces
+
+
+def test_guides_take_turns_in_the_training_batch():
+    guides = np.arange(5, dtype=np.float32)[:, None, None, None] * np.ones((5, 2, 2, 3))
+    layouts = phases(np.concatenate([guides, guides[:2]]), batch=3)  # per-element, repeats
+    assert [g[:, 0, 0, 0].tolist() for g in layouts] == [[0, 1, 2], [3, 4, 0]]
+    assert phases(None, 4) == [None]
+
+
+# ---- training, tracking, generation -----------------------------------------------------
+
+
+def test_training_lowers_the_loss_and_logs_to_mlflow(trained):
+    result, reported, uri, _ = trained
+    assert [s.step for s in reported] == [0, 5, 10, 15, 20, 25, 30, 35, 39]
+    first, last = reported[0].metrics, reported[-1].metrics
+    assert last["train/loss/total"] < 0.6 * first["train/loss/total"]
+    assert reported[-1].terms["total"].mean() < 0.6 * reported[0].terms["total"].mean()
+    assert result.images.shape == (2, 32, 32, 3) and result.steps == 40
+    client = MlflowClient(uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["facerecon.solver"] == "feedforward"
+    assert (
+        "embedding generator (8 filters, depth 2) for tiny" in run.data.tags["facerecon.generator"]
+    )
+    history = client.get_metric_history(result.run_id, "train/loss/total")
+    assert [m.step for m in history] == [s.step for s in reported]
+    probes = [m.step for m in client.get_metric_history(result.run_id, "cosine/t1-g0-r0")]
+    assert probes == [s.step for s in reported]
+    images = [a.path for a in client.list_artifacts(result.run_id, "images")]
+    assert sorted({int(p.split("+step+")[1].split("+")[0]) for p in images}) == [0, 10, 20, 30, 39]
+    model = {a.path for a in client.list_artifacts(result.run_id, "generator")}
+    assert {"generator/MLmodel", "generator/data"} <= model
+
+
+def test_generator_round_trips_through_mlflow_with_identical_outputs(in_store, tmp_path):
+    result = in_store[0]
+    uri = f"runs:/{result.run_id}/generator"
+    loaded = store.load(uri)
+    assert loaded.config == result.extras["generator"].config
+    from mlflow.models import Model
+
+    signature = Model.load(uri).signature.to_dict()
+    assert '"name": "embedding"' in signature["inputs"] and "[-1, 16]" in signature["inputs"]
+    assert "[-1, 32, 32, 3]" in signature["outputs"]
+    targets = np.stack(
+        [api.embed(p, model_name="tiny")[0] for p in ("builtin:astronaut", "builtin:grace-hopper")]
+    )
+    np.save(tmp_path / "e.npy", targets)
+    made = api.generate(uri, tmp_path / "e.npy", output=tmp_path / "out.png")
+    np.testing.assert_allclose(made.images, result.images, atol=1e-6)
+    fresh = result.extras["generator"].generate(targets)
+    np.testing.assert_allclose(made.images, fresh, atol=1e-6)
+    assert [p.name for p in made.paths] == ["out-000.png", "out-001.png"]
+    one = CliRunner().invoke(
+        main, ["generate", "-g", uri, "--photo", "builtin:astronaut", "-o", str(tmp_path / "a.png")]
+    )
+    assert one.exit_code == 0, one.output
+    assert "1 image(s)" in one.output and "images/s at batch 32" in one.output
+    import skimage.io
+
+    written = skimage.io.imread(tmp_path / "a.png")
+    np.testing.assert_allclose(written / 255.0, result.images[0], atol=1 / 255)
+
+
+def test_evaluation_numbers_match_a_direct_computation(in_store, tmp_path):
+    result, _, uri, _ = in_store
+    spec = {
+        **SPEC,
+        "name": "ff-eval",
+        "targets": [{"image": f"builtin:lfw/{i}", "align": False} for i in (60, 70, 80)],
+        "solver": {"name": "adam", "steps": 5, "lr": 0.02},
+        "init": {"kind": "guide"},
+    }
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    gen_uri = f"runs:/{result.run_id}/generator"
+    res = CliRunner().invoke(main, ["evaluate", str(path), "-g", gen_uri, "--threshold", "0.05"])
+    assert res.exit_code == 0, res.output
+    client = MlflowClient(uri)
+    (exp,) = [e for e in client.search_experiments() if e.name == "ff"]
+    runs = client.search_runs([exp.experiment_id], "tags.`facerecon.kind` = 'evaluation'")
+    (run,) = runs
+    summary = client.load_table(exp.experiment_id, "summary.json", run_ids=[run.info.run_id])
+    rows = {r["method"]: r for r in summary.to_dict("records")}
+    assert set(rows) == {"g0", "iterative", "guide"}
+    # direct: generate, embed with the model, compare with the targets
+    model = api.model("tiny")
+    targets = api.embed_images(np.stack(_lfw_chips(model, (60, 70, 80))), "tiny")
+    images = store.load(gen_uri).generate(targets)
+    embeddings = api.embed_images(images, "tiny")
+    distance = np.linalg.norm(embeddings - targets, axis=1)
+    cosine = np.sum(_unit(embeddings) * _unit(targets), axis=1)
+    g0 = rows["g0"]
+    assert g0["mean_distance"] == pytest.approx(distance.mean(), rel=1e-4)
+    assert g0["mean_cosine"] == pytest.approx(cosine.mean(), rel=1e-4)
+    assert g0["verified"] == pytest.approx(np.mean(distance < 0.05))
+    tv = sum(np.sum(np.diff(images, axis=a) ** 2, (1, 2, 3)) for a in (1, 2))
+    guide_chip = faces.resize(faces.read_image("builtin:average-face"), 32)
+    conv1 = _conv1(model)
+    guide = np.mean((conv1(images) - conv1(guide_chip[None])) ** 2, axis=(1, 2, 3))
+    total = distance**2 + 0.001 * tv + 0.1 * guide
+    assert g0["mean_total"] == pytest.approx(total.mean(), rel=1e-3)
+    table = client.load_table(exp.experiment_id, "evaluation.json", run_ids=[run.info.run_id])
+    it = table[table["method"] == "iterative"]["total"].to_numpy()
+    iterative_run = run.data.tags["facerecon.iterative_run"]
+    candidates = client.load_table(exp.experiment_id, "candidates.json", run_ids=[iterative_run])
+    np.testing.assert_allclose(it, candidates["total"].to_numpy(), rtol=1e-5)
+    assert g0["loss_ratio"] == pytest.approx(total.mean() / it.mean(), rel=1e-3)
+    guide_distance = np.linalg.norm(api.embed_images(guide_chip[None], "tiny") - targets, axis=1)
+    assert rows["guide"]["mean_distance"] == pytest.approx(guide_distance.mean(), rel=1e-4)
+    arts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"fig10_scatter.png", "reconstructions.png", "evaluation.json"} <= arts
+    assert "g0" in res.output and "iterative" in res.output
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _lfw_chips(model, indices):
+    return [faces.chip(model, faces.read_image(f"builtin:lfw/{i}"), False, "")[0] for i in indices]
+
+
+def _conv1(model):
+    import keras
+
+    net = model.network()
+    sub = keras.Model(net.input, net.get_layer("conv1").output)
+    return lambda images: sub(images, training=False).numpy()
+
+
+# ---- face transfer over frames (Fig. 11) -------------------------------------------------
+
+
+def test_guided_generator_on_frames_logs_the_transfer_as_a_gif(tmp_path, in_store):
+    chip = faces.resize(faces.read_image("builtin:lfw/3"), 32)
+    write_frames(pose_sequence(chip, count=4), tmp_path / "frames")
+    spec = {
+        **SPEC,
+        "name": "ff-transfer",
+        "targets": [{"image": "builtin:lfw/90", "align": False}],
+        "guides": [{"image": "frames", "align": False}],
+        "loss": {**LOSS, "regularizers": [{"name": "guide", "weight": 0.5}]},
+        "solver": {
+            **SPEC["solver"],
+            "generator": {"kind": "guided", "filters": 6, "depth": 2},
+            "steps": 6,
+            "batch": 4,
+            "report_every": 3,
+        },
+    }
+    result = api.run(validate(spec, base_dir=tmp_path))
+    assert result.images.shape == (4, 32, 32, 3)  # the unseen target on every frame
+    client = MlflowClient(in_store[2])
+    gifs = [a.path for a in client.list_artifacts(result.run_id, "transfer")]
+    assert gifs == ["transfer/target0.gif"]
+    from PIL import Image
+
+    with Image.open(client.download_artifacts(result.run_id, gifs[0])) as gif:
+        assert gif.n_frames == 4
+
+
+def test_a_video_file_names_its_frames(tmp_path):
+    import cv2
+
+    frames = pose_sequence(faces.resize(faces.read_image("builtin:astronaut"), 64), 5) * 255
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
+    for frame in frames.astype(np.uint8):
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    read = faces.read_images("clip.avi", tmp_path)
+    assert len(read) == 5 and read[0].shape == (64, 64, 3)
+    assert np.abs(read[2] - frames[2] / 255).mean() < 0.05
+
+
+# ---- bad input ------------------------------------------------------------------------
+
+
+def test_generator_for_another_model_is_refused_naming_both(in_store, tmp_path):
+    gen = store.load(f"runs:/{in_store[0].run_id}/generator")
+
+    class Other:
+        name, input_size, embedding_size = "dlib-resnet", 150, 128
+
+    with pytest.raises(FaceReconError) as err:
+        gen.check_model(Other(), "runs:/x/generator")
+    assert str(err.value) == (
+        "runs:/x/generator: made for model 'tiny' (32x32 in, 16-d), but the model here is "
+        "'dlib-resnet' (150x150 in, 128-d)"
+    )
+    np.save(tmp_path / "e64.npy", np.zeros(64, np.float32))
+    res = CliRunner().invoke(
+        main,
+        [
+            "generate",
+            "-g",
+            f"runs:/{in_store[0].run_id}/generator",
+            "--embedding",
+            str(tmp_path / "e64.npy"),
+            "-o",
+            "x.png",
+        ],
+    )
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "e64.npy: embedding of shape (64,); the generator takes 16-d embeddings" in res.output
+    guided = CliRunner().invoke(
+        main,
+        [
+            "generate",
+            "-g",
+            f"runs:/{in_store[0].run_id}/generator",
+            "--photo",
+            "builtin:astronaut",
+            "--guide",
+            "builtin:grace-hopper",
+            "-o",
+            "x.png",
+        ],
+    )
+    assert guided.exit_code == 1 and "takes no guide image" in guided.output
+    missing = CliRunner().invoke(
+        main,
+        [
+            "generate",
+            "-g",
+            str(tmp_path / "nothing"),
+            "--photo",
+            "builtin:astronaut",
+            "-o",
+            "x.png",
+        ],
+    )
+    assert missing.exit_code == 1 and "no MLflow model there" in missing.output
+
+
+def test_interrupted_training_keeps_its_checkpoint_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = {
+        **SPEC,
+        "solver": {
+            **SPEC["solver"],
+            "steps": 12,
+            "report_every": 3,
+            "checkpoints": "ck",
+            "checkpoint_every": 100,
+        },
+        "tracking": {"enabled": False},
+    }
+    stopper = Steps(stop_at=6)
+    plugin_manager().register(stopper)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            api.run(validate(spec))
+    finally:
+        plugin_manager().unregister(stopper)
+    assert (tmp_path / "ck" / "ckpt-7.index").exists()  # steps 0..6 done
+    rec = Steps()
+    plugin_manager().register(rec)
+    try:
+        result = api.run(validate(spec))
+    finally:
+        plugin_manager().unregister(rec)
+    assert [s.step for s in rec.steps] == [9, 11] and result.steps == 12
+    # same seeds, same draws: an uninterrupted training ends at the same weights
+    whole = api.run(validate({**spec, "solver": {**spec["solver"], "checkpoints": "ck2"}}))
+    np.testing.assert_allclose(result.images, whole.images, atol=1e-5)
+    other = {**spec["solver"], "generator": {"filters": 4, "depth": 2}}
+    with pytest.raises(FaceReconError) as err:
+        api.run(validate({**spec, "solver": other}))
+    assert str(err.value) == (
+        "ck: the checkpoint there is of the embedding generator (8 filters, depth 2) for tiny "
+        "(32x32 in, 16-d); this spec trains the embedding generator (4 filters, depth 2) for "
+        "tiny (32x32 in, 16-d) (use another checkpoints folder)"
+    )
+
+
+def test_spec_errors_for_the_solver():
+    bad = {**SPEC, "solver": {**SPEC["solver"], "generator": {"kind": "guidd", "filtrs": 3}}}
+    with pytest.raises(FaceReconError) as err:
+        validate(bad)
+    lines = err.value.lines
+    assert any(
+        line.startswith("solver.generator.kind: Input should be 'embedding' or 'guided'")
+        for line in lines
+    )
+    assert any("solver.generator.filtrs: unknown key 'filtrs'" in line for line in lines)
+    guided = {
+        **SPEC,
+        "guides": [],
+        "loss": {"metric": {"name": "l2"}},
+        "solver": {**SPEC["solver"], "generator": {"kind": "guided"}},
+    }
+    with pytest.raises(FaceReconError, match="'guided' needs at least one entry under `guides`"):
+        api.run(validate({**guided, "tracking": {"enabled": False}}))
