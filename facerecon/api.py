@@ -185,23 +185,13 @@ __all__ = [
 # ---- feed-forward reconstruction (the `feedforward` solver plugin's generators) ---------
 
 
-def generate(
-    generator: str,
-    embedding: str | Path | np.ndarray | None = None,
-    *,
-    photo: str | None = None,
-    guide: str | None = None,
-    align: bool = True,
-    output: str | Path | None = None,
-    batch: int = 32,
-):
-    """Images from a trained generator in one pass (``runs:/<run_id>/generator``), for the
-    embeddings in an .npy (one or many) or the face in a photo; written to ``output``."""
+def generate(generator: str, embedding: str | Path | np.ndarray | None = None, **options: Any):
+    """Images from a trained generator in one pass (``runs:/<run_id>/generator``); the
+    options (``photo``, ``guide``, ``align``, ``output``, ``batch``) are those of
+    :func:`facerecon_plugins.feedforward.inference.generate`, which does the work."""
     from facerecon_plugins.feedforward.inference import generate as one_pass
 
-    return one_pass(
-        generator, embedding, photo=photo, guide=guide, align=align, output=output, batch=batch
-    )
+    return one_pass(generator, embedding, **options)
 
 
 def evaluate(
