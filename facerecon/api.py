@@ -57,12 +57,19 @@ def sweep(
     spec: str | Path | Spec,
     *,
     workers: int | None = None,
+    executor: str = "local",
+    address: str | None = None,
     pm: pluggy.PluginManager | None = None,
     track: bool | None = None,
 ) -> SweepContext:
-    """Validate every variant of a sweep spec, then run them as child runs of one parent."""
+    """Validate every variant of a sweep spec, then run them as child runs of one parent.
+
+    ``executor="ray"`` runs each variant as a Ray task (on the cluster at ``address``).
+    """
     spec = spec if isinstance(spec, Spec) else load(spec)
-    return run_sweep(_tracked(spec, track), workers=workers, pm=pm)
+    return run_sweep(
+        _tracked(spec, track), workers=workers, executor=executor, address=address, pm=pm
+    )
 
 
 def report(experiment: str, folder: str | Path | None = None, *, log: bool = True) -> Report:

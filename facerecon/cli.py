@@ -89,10 +89,10 @@ def run(specs: tuple[str, ...], no_track: bool) -> None:
         if spec.sweep is not None:
             expand(spec)  # every variant of every spec is checked before anything runs
     for spec in validated:
-        _run_reported(spec, None, False if no_track else None)
+        _run_reported(spec, False if no_track else None)
 
 
-def _run_reported(spec, workers: int | None, track: bool | None) -> None:
+def _run_reported(spec, track: bool | None, **sweep_options) -> None:
     from facerecon import api
     from facerecon.console import ConsoleReporter, SweepReporter
 
@@ -107,7 +107,7 @@ def _run_reported(spec, workers: int | None, track: bool | None) -> None:
         if spec.sweep is None:
             api.run(spec, pm=pm, track=track)
         else:
-            api.sweep(spec, workers=workers, pm=pm, track=track)
+            api.sweep(spec, pm=pm, track=track, **sweep_options)
     finally:
         for reporter in reporters:
             pm.unregister(reporter)
@@ -116,16 +116,32 @@ def _run_reported(spec, workers: int | None, track: bool | None) -> None:
 @main.command()
 @click.argument("spec", type=click.Path())
 @click.option("--workers", type=click.IntRange(1, 64), help="Local worker processes.")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where variants run: local processes, or one Ray task each.",
+)
+@click.option("--address", help="Ray cluster address (ray executor; default: a local runtime).")
 @click.option("--no-track", is_flag=True, help="Do not log to MLflow.")
 @_friendly
-def sweep(spec: str, workers: int | None, no_track: bool) -> None:
+def sweep(
+    spec: str, workers: int | None, executor: str, address: str | None, no_track: bool
+) -> None:
     """Run every variant of SPEC's `sweep` section as child runs of one MLflow run."""
     from facerecon import api
 
     (validated,) = api.validate(spec)
     if validated.sweep is None:
         raise FaceReconError(f"{spec}: no `sweep` section; use `facerecon run` for one run")
-    _run_reported(validated, workers, False if no_track else None)
+    _run_reported(
+        validated,
+        False if no_track else None,
+        workers=workers,
+        executor=executor,
+        address=address,
+    )
 
 
 @main.command()

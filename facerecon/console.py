@@ -89,22 +89,22 @@ class SweepReporter:
 
     @hookimpl
     def before_sweep(self, sweep) -> None:
-        workers = sweep.spec.sweep.workers
         self.console.print(
             f"[bold]{escape(sweep.spec.name)}[/]: sweep of "
-            f"{len(sweep.variants)} variant(s), {workers} worker(s)"
+            f"{len(sweep.variants)} variant(s), {escape(sweep.executor)}"
         )
 
     @hookimpl
     def after_variant(self, sweep, outcome) -> None:
         mark = "[green]done[/]" if outcome.status == "FINISHED" else "[red]failed[/]"
+        took = f" in {outcome.seconds:.1f} s" if outcome.seconds is not None else ""
         extra = f": {escape(outcome.error)}" if outcome.error else ""
-        self.console.print(f"{mark} {escape(outcome.name)}{extra}")
+        self.console.print(f"{mark} {escape(outcome.name)}{took}{extra}")
 
-    @hookimpl
+    @hookimpl(trylast=True)  # after tracking has filled in the run ids
     def after_sweep(self, sweep) -> None:
         table = Table(title=f"{escape(sweep.spec.name)}: sweep")
-        for col in ("variant", "status", "distance", "cosine", "run"):
+        for col in ("variant", "status", "distance", "cosine", "seconds", "run"):
             table.add_column(col)
         for o in sweep.outcomes:
             table.add_row(
@@ -112,6 +112,7 @@ class SweepReporter:
                 o.status,
                 "" if o.distance is None else f"{o.distance:.4f}",
                 "" if o.cosine is None else f"{o.cosine:.4f}",
+                "" if o.seconds is None else f"{o.seconds:.1f}",
                 o.run_id or "",
             )
         self.console.print(table)

@@ -25,6 +25,11 @@ def _model(cls: type[FaceModel], params: str) -> FaceModel:
     return cls(cls.Params.model_validate_json(params))
 
 
+def models_built() -> int:
+    """How many models this process has built (sweep workers report their reuse with it)."""
+    return _model.cache_info().misses
+
+
 def instantiate(reg: Registry, kind: str, ref: PluginRef, host_keys: set[str] = frozenset()) -> Any:
     """The plugin instance a spec entry names, with its validated parameters."""
     cls: type[Plugin] = reg.get(kind, ref.name)

@@ -108,12 +108,20 @@ class VariantRef(_Strict):
     set: dict[str, Any] = Field(min_length=1)
 
 
+class ResourcesSpec(_Strict):
+    """What one variant needs: a Ray task reserves it; a local worker gets `cpus` threads."""
+
+    cpus: float = Field(1.0, gt=0, description="CPU cores per variant")
+    gpus: float = Field(0.0, ge=0, description="GPUs per variant (Ray only)")
+
+
 class SweepSpec(_Strict):
     """A parameter study: a grid over key paths, and/or explicit variants."""
 
     grid: dict[str, list[Any]] = Field({}, description="key path -> values (cartesian product)")
     variants: list[VariantRef] = Field([], description="explicit variants, after the grid's")
     workers: int = Field(1, ge=1, le=64, description="local worker processes")
+    resources: ResourcesSpec = ResourcesSpec()
 
     @model_validator(mode="after")
     def _not_empty(self) -> SweepSpec:

@@ -1,8 +1,8 @@
 """Sweeps: one spec, many variants over key paths, run as MLflow child runs of one parent.
 
-Every variant is validated before any runs. Variants run in this process, or in local
-worker processes (spawned, so each builds its model once and reuses it). A variant that
-fails is recorded and the sweep goes on.
+Every variant is validated before any runs. An executor (``facerecon.executors``) runs
+them: in this process, in local worker processes, or as Ray tasks; every worker builds its
+model once and reuses it. A variant that fails is recorded and the sweep goes on.
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ from __future__ import annotations
 import copy
 import difflib
 import itertools
-import multiprocessing
 import re
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +18,7 @@ import numpy as np
 import pluggy
 
 from facerecon.errors import FaceReconError
+from facerecon.executors import executor_for
 from facerecon.plugins import plugin_manager
 from facerecon.spec import Spec, validate
 
@@ -40,12 +39,15 @@ class VariantOutcome:
     """What one variant produced (kept small: it crosses process boundaries)."""
 
     name: str
-    status: str  # FINISHED or FAILED
+    status: str  # FINISHED, FAILED or KILLED (the sweep stopped before it completed)
     run_id: str | None = None
     error: str | None = None
     distance: float | None = None
     cosine: float | None = None
     images: list[np.ndarray] = field(default_factory=list)  # kept image per target
+    seconds: float | None = None  # wall time inside the worker
+    worker: str | None = None  # host:pid that ran it
+    built_model: bool = False  # False when the worker reused a model built for an earlier one
 
 
 @dataclass
@@ -54,6 +56,8 @@ class SweepContext:
 
     spec: Spec
     variants: list[Variant]
+    #: where the variants run, e.g. "local, 2 worker processes" or "ray (local runtime)"
+    executor: str = "local"
     outcomes: list[VariantOutcome] = field(default_factory=list)
     #: set when the sweep itself stopped early (e.g. KeyboardInterrupt)
     error: BaseException | None = None
@@ -144,21 +148,38 @@ def expand(spec: Spec) -> list[Variant]:
     return variants
 
 
-def _run_one(variant: Variant, parent_run_id: str | None) -> VariantOutcome:
-    """Run one variant (in this process or a worker) and summarize it."""
-    from facerecon.runner import run
+def run_variant(variant: Variant, parent_run_id: str | None) -> VariantOutcome:
+    """Run one variant (in this process or a worker) and summarize it; never raises on a
+    failed run, so one variant's failure leaves the others alone."""
+    import os
+    import socket
+    import time
+
+    from facerecon.runner import models_built, run
 
     spec = variant.spec
     spec = spec.model_copy(
         update={"tracking": spec.tracking.model_copy(update={"parent_run_id": parent_run_id})}
     )
+    built, started = models_built(), time.perf_counter()
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def outcome(status: str, **fields: Any) -> VariantOutcome:
+        return VariantOutcome(
+            variant.name,
+            status,
+            seconds=time.perf_counter() - started,
+            worker=worker,
+            built_model=models_built() > built,
+            **fields,
+        )
+
     try:
         result = run(spec)
     except Exception as exc:
-        return VariantOutcome(variant.name, "FAILED", error=f"{type(exc).__name__}: {exc}")
+        return outcome("FAILED", error=f"{type(exc).__name__}: {exc}")
     best = result.best
-    return VariantOutcome(
-        variant.name,
+    return outcome(
         "FINISHED",
         run_id=result.run_id,
         distance=float(np.mean(result.terms["distance"][best])),
@@ -167,42 +188,40 @@ def _run_one(variant: Variant, parent_run_id: str | None) -> VariantOutcome:
     )
 
 
-def _worker_init() -> None:
-    import os
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
 def run_sweep(
-    spec: Spec, *, workers: int | None = None, pm: pluggy.PluginManager | None = None
+    spec: Spec,
+    *,
+    workers: int | None = None,
+    executor: str = "local",
+    address: str | None = None,
+    pm: pluggy.PluginManager | None = None,
 ) -> SweepContext:
-    """Validate every variant, then run them all; returns every outcome, in variant order."""
+    """Validate every variant, then run them all; returns every outcome, in variant order.
+
+    ``executor`` is ``local`` (this process, or ``workers`` spawned processes) or ``ray``
+    (one Ray task per variant, on the cluster at ``address`` or a local Ray runtime).
+    A variant that never finished because the sweep stopped is reported ``KILLED``.
+    """
     pm = pm or plugin_manager()
-    context = SweepContext(spec, expand(spec))
+    engine = executor_for(
+        executor, workers=workers or spec.sweep.workers, address=address, spec=spec
+    )
+    context = SweepContext(spec, expand(spec), executor=engine.description)
     pm.hook.before_sweep(sweep=context)
-    parent = context.extras.get("mlflow_run_id")
-    workers = workers or spec.sweep.workers
     outcomes: dict[str, VariantOutcome] = {}
     try:
-        if workers == 1:
-            for variant in context.variants:
-                outcome = _run_one(variant, parent)
-                outcomes[variant.name] = outcome
+        results = engine.run(context.variants, context.extras.get("mlflow_run_id"))
+        try:
+            for outcome in results:
+                outcomes[outcome.name] = outcome
                 pm.hook.after_variant(sweep=context, outcome=outcome)
-        else:
-            spawn = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_worker_init) as pool:
-                futures = {pool.submit(_run_one, v, parent): v for v in context.variants}
-                try:
-                    for future in as_completed(futures):
-                        outcome = future.result()
-                        outcomes[outcome.name] = outcome
-                        pm.hook.after_variant(sweep=context, outcome=outcome)
-                except BaseException:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
+        finally:
+            results.close()  # cancels whatever has not completed
     except BaseException as exc:
         context.error = exc
+        reason = f"not completed: the sweep stopped ({type(exc).__name__})"
+        for variant in context.variants:
+            outcomes.setdefault(variant.name, VariantOutcome(variant.name, "KILLED", error=reason))
         raise
     finally:
         context.outcomes = [outcomes[v.name] for v in context.variants if v.name in outcomes]

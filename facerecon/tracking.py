@@ -18,6 +18,14 @@ def tracking_uri() -> str:
     return uri
 
 
+def absolute_uri(uri: str) -> str:
+    """A sqlite URI with its relative path made absolute (for processes started elsewhere)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(Path(uri[len(prefix) :]).resolve())
+    return uri
+
+
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
     """Nested spec data as MLflow params: ``loss.regularizers.0.weight -> "0.002"``."""
     if isinstance(data, dict):

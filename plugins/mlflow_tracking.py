@@ -1,13 +1,22 @@
 """``mlflow-tracking``: every run's spec, params, metrics and images, in MLflow.
 
-Logging happens on one background thread so the solver loop never waits for the store.
+Everything that talks to the store runs on one background thread, in the order it was
+queued, so the solver loop never waits for it: the run is created there first (while the
+main thread traces and compiles the first step), then metrics are written in batches and
+step images are tiled, encoded and stored as they come. ``after_run`` waits for that queue,
+then stores the final panels and ends the run, so a run is complete when ``api.run``
+returns.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
+from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -15,35 +24,79 @@ import facerecon
 from facerecon import hookimpl
 from facerecon.context import RunContext, StepInfo
 from facerecon.panels import grid, labelled_grid
+from facerecon.spec import Spec
 from facerecon.tracking import flatten, git_commit, tracking_uri
+
+#: (key, value, timestamp in ms, step): a metric as the loop records it; the worker makes
+#: the MLflow entities, so the loop never imports mlflow (the worker may be importing it).
+MetricRow = tuple[str, float, int, int]
 
 
 @dataclass
 class _Run:
-    client: object
-    run_id: str
-    pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1))
+    """One tracked run: its creation and every later write, queued on one worker thread."""
+
+    pool: ThreadPoolExecutor
+    #: resolves to (client, run_id); queued first, so every later task finds the run made
+    created: Future
     pending: list[Future] = field(default_factory=list)
+    #: per-step curves for ``plots/loss.png``: "step", "loss/total", "distance", "cosine"
     history: dict[str, list[float]] = field(default_factory=dict)
     last_images: StepInfo | None = None
-    buffer: list = field(default_factory=list)
+    buffer: list[MetricRow] = field(default_factory=list)
 
-    def submit(self, fn, *args, **kwargs) -> None:
-        self.pending.append(self.pool.submit(fn, *args, **kwargs))
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+        future = self.pool.submit(fn, *args, **kwargs)
+        self.pending.append(future)
+        return future
+
+    @classmethod
+    def start(cls, create: Callable[..., tuple[Any, str]], *args: Any) -> _Run:
+        """A worker thread whose first task, ``create(*args)``, makes the run."""
+        pool = ThreadPoolExecutor(1, thread_name_prefix="mlflow-tracking")
+        created = pool.submit(create, *args)
+        return cls(pool, created, [created])
+
+    def run(self) -> tuple[Any, str]:
+        """(client, run_id); waits for the creation, re-raises its failure."""
+        return self.created.result()
+
+    def failed_to_start(self) -> BaseException | None:
+        """The creation's failure if it has already failed; never waits."""
+        return self.created.exception() if self.created.done() else None
 
     def flush(self) -> None:
-        """Queue the buffered metrics as few store writes (MLflow takes 1000 per batch)."""
-        buffer, self.buffer = self.buffer, []
-        for i in range(0, len(buffer), 1000):
-            self.submit(self.client.log_batch, self.run_id, metrics=buffer[i : i + 1000])
+        """Queue the buffered metrics as one write (MLflow takes up to 1000 per batch)."""
+        rows, self.buffer = self.buffer, []
+        if rows:
+            self.submit(self._write_metrics, rows)
+
+    def _write_metrics(self, rows: list[MetricRow]) -> None:
+        from mlflow.entities import Metric
+
+        client, run_id = self.run()
+        metrics = [Metric(*row) for row in rows]
+        for i in range(0, len(metrics), 1000):
+            client.log_batch(run_id, metrics=metrics[i : i + 1000])
+
+    def log_step_image(self, images: np.ndarray, size: int, step: int) -> None:
+        """Queue the batch's images (a copy the loop no longer changes) as image
+        ``reconstruction`` at ``step``; tiling and encoding happen on the worker."""
+        self.submit(self._write_step_image, images, size, step)
+
+    def _write_step_image(self, images: np.ndarray, size: int, step: int) -> None:
+        client, run_id = self.run()
+        client.log_image(run_id, grid([list(images)], size), key="reconstruction", step=step)
 
     def drain(self) -> None:
         """Write what is buffered, wait for every queued write; re-raise the first failure."""
         self.flush()
         pending, self.pending = self.pending, []
-        for future in pending:
-            future.result()
-        self.pool.shutdown(wait=True)
+        try:
+            for future in pending:
+                future.result()
+        finally:
+            self.pool.shutdown(wait=True)
 
 
 def _state(context: RunContext) -> _Run | None:
@@ -85,17 +138,34 @@ def _experiment_id(client, name: str) -> str:
         return client.get_experiment_by_name(name).experiment_id
 
 
+def _create_run(spec: Spec, tags: dict[str, str], context: RunContext) -> tuple[Any, str]:
+    """On the worker: the client (importing mlflow, checking the store's schema), the run,
+    its spec and params. The first run of a process spends most of its tracking start-up
+    here, hidden behind the main thread's tracing of the first step."""
+    from mlflow.entities import Param
+
+    tracking = spec.tracking
+    client = _client()
+    if commit := git_commit():
+        tags["mlflow.source.git.commit"] = commit
+    exp_id = _experiment_id(client, tracking.experiment)
+    run_id = client.create_run(exp_id, run_name=tracking.run_name or spec.name, tags=tags)
+    run_id = run_id.info.run_id
+    # Other plugins may look for the run while the loop runs; after_run guarantees it.
+    context.extras["mlflow_run_id"] = run_id
+    resolved = spec.resolved()
+    client.log_dict(run_id, resolved, "spec.yaml")
+    params = [Param(k, v[:6000]) for k, v in flatten(resolved).items()]
+    for i in range(0, len(params), 100):
+        client.log_batch(run_id, params=params[i : i + 100])
+    return client, run_id
+
+
 @hookimpl
 def before_run(context: RunContext) -> None:
-    tracking = context.spec.tracking
-    if not tracking.enabled:
-        return
-    client = _client()
-    experiment = client.get_experiment_by_name(tracking.experiment)
-    exp_id = (
-        experiment.experiment_id if experiment else client.create_experiment(tracking.experiment)
-    )
     spec = context.spec
+    if not spec.tracking.enabled:
+        return
     tags = {
         "facerecon.model": spec.model.name,
         "facerecon.solver": spec.solver.name,
@@ -105,22 +175,9 @@ def before_run(context: RunContext) -> None:
         "facerecon.version": facerecon.__version__,
         "facerecon.spec": spec.name,
     }
-    if commit := git_commit():
-        tags["mlflow.source.git.commit"] = commit
-    if tracking.parent_run_id:
-        tags["mlflow.parentRunId"] = tracking.parent_run_id
-    run = client.create_run(exp_id, run_name=tracking.run_name or spec.name, tags=tags)
-    state = _Run(client, run.info.run_id)
-    context.extras["_mlflow"] = state
-    context.extras["mlflow_run_id"] = run.info.run_id
-    resolved = spec.resolved()
-    client.log_dict(run.info.run_id, resolved, "spec.yaml")
-    params = flatten(resolved)
-    from mlflow.entities import Param
-
-    items = [Param(k, v[:6000]) for k, v in params.items()]
-    for i in range(0, len(items), 100):
-        client.log_batch(run.info.run_id, params=items[i : i + 100])
+    if spec.tracking.parent_run_id:
+        tags["mlflow.parentRunId"] = spec.tracking.parent_run_id
+    context.extras["_mlflow"] = _Run.start(_create_run, spec, tags, context)
 
 
 @hookimpl
@@ -128,114 +185,175 @@ def after_step(context: RunContext, step: StepInfo) -> None:
     state = _state(context)
     if state is None:
         return
-    from mlflow.entities import Metric
-
+    if error := state.failed_to_start():  # no store: stop now rather than after the run
+        raise error
     now = int(time.time() * 1000)
     metrics = _metrics(context, step.terms)
+    state.history.setdefault("step", []).append(step.step)
     for key in ("loss/total", "distance", "cosine"):
         state.history.setdefault(key, []).append(metrics[key])
     for label, weight in step.weights.items():
         metrics[f"weight/{label}"] = weight
     metrics.update(step.metrics)
-    state.buffer += [Metric(k, v, now, step.step) for k, v in metrics.items()]
+    state.buffer += [(k, v, now, step.step) for k, v in metrics.items()]
     state.last_images = step
     if step.step % context.spec.tracking.image_every == 0:
         state.flush()  # the UI shows metrics up to the newest image
-        _log_step_image(state, context, step.images_numpy(), step.step)
+        state.log_step_image(step.images_numpy(), context.model.input_size, step.step)
     elif len(state.buffer) >= 1000:
         state.flush()
 
 
-def _log_step_image(state: _Run, context: RunContext, images: np.ndarray, step: int) -> None:
-    picture = grid([list(images)], context.model.input_size)
-    state.submit(state.client.log_image, state.run_id, picture, key="reconstruction", step=step)
+def _curves(history: dict[str, list[float]], width: int = 360, height: int = 220) -> np.ndarray:
+    """``plots/loss.png``: loss (log scale when positive), distance and cosine against the
+    step, one panel each. Drawn with PIL in a few milliseconds; matplotlib took a quarter
+    of a second per run, and MLflow charts the same metrics interactively anyway."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=12)
+    steps = np.asarray(history.get("step", []), float)
+    curves = {k: np.asarray(v, float) for k, v in history.items() if k != "step"}
+    image = Image.new("RGB", (width * max(len(curves), 1), height), "white")
+    draw = ImageDraw.Draw(image)
+    left, right, top, bottom = 56, 14, 26, 34
+    for panel, (key, values) in enumerate(curves.items()):
+        x0, x1 = panel * width + left, (panel + 1) * width - right
+        y0, y1 = top, height - bottom
+        finite = values[np.isfinite(values)]
+        log = key == "loss/total" and finite.size > 0 and finite.min() > 0
+        shown = np.log10(np.where(values > 0, values, np.nan)) if log else values
+        ok = shown[np.isfinite(shown)]
+        lo, hi = (float(ok.min()), float(ok.max())) if ok.size else (0.0, 1.0)
+        if hi - lo < 1e-12:
+            lo, hi = lo - 0.5, hi + 0.5
+        first, last = (float(steps[0]), float(steps[-1])) if steps.size else (0.0, 1.0)
+        span = max(last - first, 1.0)
+        for frac in (0.25, 0.5, 0.75):
+            y = y1 - frac * (y1 - y0)
+            draw.line([(x0, y), (x1, y)], fill=(232, 232, 232))
+        draw.rectangle((x0, y0, x1, y1), outline=(120, 120, 120))
+        # A diverged step (inf, nan) is drawn at the top edge instead of breaking the line.
+        ys = y1 - (np.nan_to_num(shown, nan=hi, posinf=hi, neginf=lo) - lo) / (hi - lo) * (y1 - y0)
+        xs = x0 + (steps[: len(ys)] - first) / span * (x1 - x0)
+        points = [(float(x), float(y)) for x, y in zip(xs, ys, strict=True)]
+        if len(points) == 1:
+            x, y = points[0]
+            draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=(31, 119, 180))
+        elif points:
+            draw.line(points, fill=(31, 119, 180), width=2)
+
+        top_label, bottom_label = (f"{10**v:.3g}" if log else f"{v:.3g}" for v in (hi, lo))
+        title = f"{key} (log scale)" if log else key
+        draw.text(((x0 + x1) / 2, 6), title, fill="black", font=font, anchor="mt")
+        draw.text((x0 - 4, y0), top_label, fill="black", font=font, anchor="rt")
+        draw.text((x0 - 4, y1), bottom_label, fill="black", font=font, anchor="rb")
+        draw.text((x0, y1 + 4), f"{first:.0f}", fill="black", font=font, anchor="lt")
+        draw.text((x1, y1 + 4), f"{last:.0f}", fill="black", font=font, anchor="rt")
+        draw.text(((x0 + x1) / 2, y1 + 16), "step", fill="black", font=font, anchor="mt")
+    return np.asarray(image)
 
 
-def _loss_figure(history: dict[str, list[float]]):
-    import matplotlib
+def _save_png(path: Path, image: np.ndarray) -> None:
+    from PIL import Image
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    for ax, (key, values) in zip(axes, history.items(), strict=False):
-        ax.plot(values)
-        ax.set_title(key)
-        ax.set_xlabel("step")
-        if key == "loss/total" and min(values) > 0:
-            ax.set_yscale("log")
-    fig.tight_layout()
-    return fig
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
 
 
-@hookimpl
-def after_run(context: RunContext) -> None:
-    state = _state(context)
-    if state is None:
-        return
+def _finish(state: _Run, context: RunContext) -> None:
+    """Store the final panels, table and metrics, then mark the run FINISHED."""
+    from mlflow.entities import Metric, RunTag
+
     result = context.result
-    client, run_id = state.client, state.run_id
-    if result.steps - 1 not in range(0, result.steps, context.spec.tracking.image_every):
-        _log_step_image(state, context, result.images, result.steps - 1)
-    state.drain()
     size = context.model.input_size
-    rows = []
-    for target, index in enumerate(result.best):
-        guide = context.elements[index].guide
-        rows.append(
-            [
-                context.target_images[target],
-                None if guide is None else context.guide_images[guide],
-                result.images[index],
-            ]
-        )
-    client.log_image(run_id, grid(rows, size), artifact_file="final.png")
-    if len(result.images) > len(result.best):
-        client.log_image(
-            run_id, grid([[im] for im in result.images], size), artifact_file="candidates.png"
-        )
+    if result.steps - 1 not in range(0, result.steps, context.spec.tracking.image_every):
+        state.log_step_image(result.images, size, result.steps - 1)
+    state.flush()
+    with tempfile.TemporaryDirectory() as tmp:
+        # The panels are drawn while the worker finishes the queued step writes.
+        folder = Path(tmp)
+        rows = []
+        for target, index in enumerate(result.best):
+            guide = context.elements[index].guide
+            rows.append(
+                [
+                    context.target_images[target],
+                    None if guide is None else context.guide_images[guide],
+                    result.images[index],
+                ]
+            )
+        _save_png(folder / "final.png", grid(rows, size))
+        if len(result.images) > len(result.best):
+            _save_png(folder / "candidates.png", grid([[im] for im in result.images], size))
+        for target, index in enumerate(result.best):  # for reports: the kept image alone
+            _save_png(
+                folder / "kept" / f"target_{target}.png",
+                grid([[result.images[index]]], size, gap=0),
+            )
+        _save_png(folder / "plots" / "loss.png", _curves(state.history))
+        state.drain()
+        client, run_id = state.run()
+        client.log_artifacts(run_id, tmp)
     table = {
         "candidate": [e.label for e in context.elements],
         **{k: [float(x) for x in v] for k, v in result.terms.items()},
         "kept": [i in result.best for i in range(len(context.elements))],
     }
     client.log_table(run_id, table, artifact_file="candidates.json")
-    for target, index in enumerate(result.best):  # for reports: the kept image alone
-        client.log_image(
-            run_id,
-            grid([[result.images[index]]], size, gap=0),
-            artifact_file=f"kept/target_{target}.png",
-        )
-    import matplotlib.pyplot as plt
-
-    fig = _loss_figure(state.history)
-    client.log_figure(run_id, fig, "plots/loss.png")
-    plt.close(fig)
+    now = int(time.time() * 1000)
     best = result.best
-    client.set_tag(run_id, "facerecon.stop_reason", result.stop_reason)
-    for key in ("distance", "cosine"):
-        client.log_metric(run_id, f"final/{key}", float(np.mean(result.terms[key][best])))
+    final = [
+        Metric(f"final/{key}", float(np.mean(result.terms[key][best])), now, 0)
+        for key in ("distance", "cosine")
+    ]
+    tags = [RunTag("facerecon.stop_reason", result.stop_reason)]
+    client.log_batch(run_id, metrics=final, tags=tags)
     client.set_terminated(run_id, "FINISHED")
+
+
+@hookimpl(wrapper=True)
+def after_run(context: RunContext) -> Generator[None, Any, Any]:
+    state = _state(context)
+    if state is None:
+        return (yield)
+    try:
+        # Other after_run hooks (e.g. feedforward's, which logs the generator) use the
+        # run, and RunResult.run_id names it: wait for its creation before any of them.
+        _, run_id = state.run()
+        context.extras["mlflow_run_id"] = context.result.run_id = run_id
+        outcome = yield
+        _finish(state, context)
+    except BaseException as error:
+        _end(state, context, error)
+        raise
+    return outcome
 
 
 @hookimpl
 def on_error(context: RunContext, error: BaseException) -> None:
     state = _state(context)
-    if state is None:
-        return
-    client, run_id = state.client, state.run_id
+    if state is not None:
+        _end(state, context, error)
+
+
+def _end(state: _Run, context: RunContext, error: BaseException) -> None:
+    """Keep what the run made so far, and end it FAILED (KILLED on Ctrl-C) with the reason."""
     try:
         state.drain()
-        if state.last_images is not None:  # keep what the run made so far
+        if state.last_images is not None:
             images = state.last_images.images_numpy()
+            client, run_id = state.run()
             client.log_image(
                 run_id, grid([list(images)], context.model.input_size), artifact_file="last.png"
             )
     finally:
-        reason = f"{type(error).__name__}: {error}"[:5000]
-        client.set_tag(run_id, "facerecon.error", reason)
-        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-        client.set_terminated(run_id, status)
+        if state.created.exception() is None:  # else there is no run to end
+            client, run_id = state.run()
+            context.extras["mlflow_run_id"] = run_id
+            reason = f"{type(error).__name__}: {error}"[:5000]
+            client.set_tag(run_id, "facerecon.error", reason)
+            status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+            client.set_terminated(run_id, status)
 
 
 @hookimpl
@@ -255,6 +373,24 @@ def before_sweep(sweep) -> None:
     client.log_dict(run.info.run_id, sweep.spec.resolved(), "spec.yaml")
 
 
+def _settle_children(client, sweep, parent: str) -> None:
+    """Give outcomes their run ids, and end child runs their worker left RUNNING (killed,
+    crashed): KILLED when the sweep was interrupted, FAILED otherwise."""
+    experiment = client.get_run(parent).info.experiment_id
+    children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'")
+    by_name = {run.info.run_name: run.info.run_id for run in children}
+    for outcome in sweep.outcomes:
+        if outcome.run_id is None:
+            outcome.run_id = by_name.get(f"{sweep.spec.name} [{outcome.name}]")
+    status = "KILLED" if isinstance(sweep.error, KeyboardInterrupt) else "FAILED"
+    for run in children:
+        if run.info.status == "RUNNING":
+            client.set_tag(
+                run.info.run_id, "facerecon.error", "its worker stopped before ending the run"
+            )
+            client.set_terminated(run.info.run_id, status)
+
+
 @hookimpl
 def after_sweep(sweep) -> None:
     run_id = sweep.extras.get("mlflow_run_id")
@@ -265,6 +401,7 @@ def after_sweep(sweep) -> None:
     client = _client()
     outcomes = sweep.outcomes
     try:
+        _settle_children(client, sweep, run_id)
         if outcomes:
             table = {
                 "variant": [o.name for o in outcomes],
@@ -272,17 +409,24 @@ def after_sweep(sweep) -> None:
                 "run_id": [o.run_id or "" for o in outcomes],
                 "distance": [o.distance for o in outcomes],
                 "cosine": [o.cosine for o in outcomes],
+                "seconds": [o.seconds for o in outcomes],
+                "worker": [o.worker or "" for o in outcomes],
+                "built_model": [o.built_model for o in outcomes],
                 "error": [o.error or "" for o in outcomes],
             }
             client.log_table(run_id, table, artifact_file="summary.json")
             fig = labelled_grid(
                 [(o.name, o.images or o.status) for o in outcomes],
-                [f"target {t}" for t in range(max(len(o.images) for o in outcomes))],
+                [f"target {t}" for t in range(max(len(o.images) for o in outcomes) or 1)],
             )
             client.log_figure(run_id, fig, "contact_sheet.png")
             plt.close(fig)
-        failed = [o.name for o in outcomes if o.status != "FINISHED"]
-        client.set_tag(run_id, "facerecon.failed_variants", "; ".join(failed) or "none")
+        client.set_tag(run_id, "facerecon.executor", sweep.executor)
+        for status in ("FAILED", "KILLED"):
+            names = [o.name for o in outcomes if o.status == status]
+            client.set_tag(
+                run_id, f"facerecon.{status.lower()}_variants", "; ".join(names) or "none"
+            )
     finally:
         if sweep.error is not None:
             client.set_tag(

@@ -11,6 +11,8 @@ from facerecon.plugins import failures, plugin_manager
 from facerecon.spec import validate
 from facerecon.sweep import expand
 
+from .entry_points import plugin_site
+
 BASE = {
     "name": "sw",
     "model": {"name": "tiny"},
@@ -128,11 +130,7 @@ def test_in_process_sweep_with_a_failing_variant(store, tmp_path):
 def test_two_parallel_workers_lose_no_run(store, tmp_path, monkeypatch):
     # Worker processes find the tiny model through a real entry point (spawned children
     # inherit sys.path), exactly as they would find a third-party plugin.
-    info = tmp_path / "site" / "fr_tiny-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fr-tiny\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[facerecon]\ntiny = tests.tiny_model\n")
-    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.syspath_prepend(str(plugin_site(tmp_path)))
     plugin_manager.cache_clear()
     try:
         spec = sweep_spec(

@@ -15,15 +15,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
-import socket
 import struct
-import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -33,6 +29,7 @@ from facerecon.plugins import plugin_manager
 from facerecon.spec import validate
 
 from . import tiny_model
+from .servers import Server, free_port, serving
 
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
@@ -70,30 +67,10 @@ SHOWN_BLOBS = """([w, h]) => [...new Set(
 
 
 @dataclass
-class Served:
-    base: str
-    experiment_id: str
-    run_ids: list[str]
-    folder: Path
-
-    def get(self, route: str, **query) -> bytes:
-        url = f"{self.base}{route}?{urllib.parse.urlencode(query)}"
-        with urllib.request.urlopen(url, timeout=30) as response:
-            return response.read()
-
-    def get_json(self, route: str, **query) -> dict:
-        return json.loads(self.get(route, **query))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _log_tail(path: Path, lines: int = 30) -> str:
-    text = path.read_text(errors="replace") if path.exists() else ""
-    return "\n".join(text.splitlines()[-lines:])
+class Served(Server):
+    experiment_id: str = ""
+    run_ids: list[str] = field(default_factory=list)
+    folder: Path = Path(".")
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
@@ -131,39 +108,13 @@ def served(tmp_path_factory):
         mp.chdir(folder)
         # the store exists before the server starts, so it boots while the runs are logged
         experiment_id = MlflowClient(uri).create_experiment("ui-browser")
-        port = _free_port()
-        log = folder / "ui.log"
-        with log.open("wb") as out:
-            server = subprocess.Popen(
-                [sys.executable, "-m", "facerecon.cli", "ui", "--port", str(port)],
-                cwd=folder,
-                env={**os.environ, "MLFLOW_TRACKING_URI": uri},
-                start_new_session=True,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        base = f"http://127.0.0.1:{port}"
-        try:
+        port = free_port()
+        cmd = [sys.executable, "-m", "facerecon.cli", "ui", "--port", str(port)]
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+        with serving(cmd, port, cwd=folder, env=env) as server:
             run_ids = [api.run(validate(_spec(name, seed))).run_id for name, seed in RUNS]
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    urllib.request.urlopen(f"{base}/health", timeout=2).close()
-                    break
-                except OSError:
-                    if server.poll() is not None:
-                        pytest.fail(f"facerecon ui exited:\n{_log_tail(log)}", pytrace=False)
-                    if time.monotonic() > deadline:
-                        pytest.fail(f"no /health in 180 s:\n{_log_tail(log)}", pytrace=False)
-                    time.sleep(1)
-            yield Served(base, experiment_id, run_ids, folder)
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait(timeout=30)
+            server.wait_healthy()
+            yield Served(server.base, server.process, server.log, experiment_id, run_ids, folder)
 
 
 def _unavailable(reason: str) -> None:

@@ -1,0 +1,63 @@
+"""Where a sweep's variants run: ``local`` (this process or spawned worker processes) or
+``ray`` (one Ray task per variant). Both build a model once per worker and reuse it."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Protocol
+
+from facerecon.errors import FaceReconError
+
+if TYPE_CHECKING:
+    from facerecon.spec import Spec
+    from facerecon.sweep import Variant, VariantOutcome
+
+EXECUTORS = ("local", "ray")
+
+
+class Executor(Protocol):
+    """Runs variants; yields each outcome as it completes (in completion order).
+
+    Closing the generator early (an exception in the consumer, Ctrl-C) cancels every
+    variant that has not completed; a running one ends its run KILLED where it can.
+    """
+
+    description: str
+
+    def run(
+        self, variants: list[Variant], parent_run_id: str | None
+    ) -> Generator[VariantOutcome, None, None]: ...
+
+
+def executor_for(name: str, *, workers: int, address: str | None, spec: Spec) -> Executor:
+    """The executor called ``name``; ``--address`` only makes sense for Ray."""
+    resources = spec.sweep.resources
+    if name == "local":
+        if address is not None:
+            raise FaceReconError("--address: only the `ray` executor connects to a cluster")
+        from facerecon.executors.local import LocalExecutor
+
+        return LocalExecutor(workers, resources.cpus)
+    if name == "ray":
+        from facerecon.executors.ray import RayExecutor
+
+        return RayExecutor(address, resources.cpus, resources.gpus, spec.tracking.enabled)
+    near = difflib.get_close_matches(name, EXECUTORS, n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    raise FaceReconError(f"executor {name!r}: choose one of {', '.join(EXECUTORS)}{hint}")
+
+
+def prepare_worker(cpus: float) -> None:
+    """Once per worker process: quiet TensorFlow, and give it as many threads as the cores
+    the variant was granted (two workers on two cores must not each spin up two pools)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    threads = max(1, round(cpus))
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # TensorFlow already started in this worker: its pools stay
+        pass

@@ -1,0 +1,46 @@
+"""The ``local`` executor: variants in this process, or in spawned worker processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Generator
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+
+from facerecon.executors import prepare_worker
+from facerecon.sweep import Variant, VariantOutcome, run_variant
+
+
+class LocalExecutor:
+    """``workers`` == 1 runs in this process; more spawn that many worker processes."""
+
+    def __init__(self, workers: int, cpus: float) -> None:
+        self.workers, self.cpus = workers, cpus
+        self.description = (
+            "local, this process" if workers == 1 else f"local, {workers} worker processes"
+        )
+
+    def run(
+        self, variants: list[Variant], parent_run_id: str | None
+    ) -> Generator[VariantOutcome, None, None]:
+        """Each variant's outcome as it completes."""
+        if self.workers == 1:
+            for variant in variants:
+                yield run_variant(variant, parent_run_id)
+            return
+        # spawn, not fork: TensorFlow's threads do not survive a fork.
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            self.workers, mp_context=spawn, initializer=prepare_worker, initargs=(self.cpus,)
+        ) as pool:
+            futures: dict[Future, Variant] = {
+                pool.submit(run_variant, v, parent_run_id): v for v in variants
+            }
+            try:
+                for future in as_completed(futures):
+                    try:
+                        yield future.result()
+                    except Exception as exc:  # the worker process itself died
+                        name = futures[future].name
+                        yield VariantOutcome(name, "FAILED", error=f"{type(exc).__name__}: {exc}")
+            finally:
+                pool.shutdown(wait=False, cancel_futures=True)

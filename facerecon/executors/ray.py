@@ -1,0 +1,133 @@
+"""The ``ray`` executor: one Ray task per variant, on a cluster or a local Ray runtime.
+
+Each task declares the CPUs/GPUs of the spec's ``sweep.resources``. Ray reuses a worker
+process for the next task of the same shape, so the model a worker built stays cached
+(``max_calls=0`` keeps that true for GPU tasks too). Tasks are not retried: a variant
+that dies is reported FAILED, never silently run twice into two MLflow runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Generator
+from typing import Any
+
+from facerecon.errors import FaceReconError
+from facerecon.executors import prepare_worker
+from facerecon.sweep import Variant, VariantOutcome, run_variant
+from facerecon.tracking import absolute_uri, tracking_uri
+
+#: how long cancelled tasks get to end their MLflow runs before they are killed
+CANCEL_GRACE_S = 30.0
+
+
+def _variant_task(
+    variant: Variant, parent_run_id: str | None, cpus: float, store: str | None
+) -> VariantOutcome:
+    prepare_worker(cpus)
+    if store is not None:  # each task says where to log: a worker outlives one sweep
+        os.environ["MLFLOW_TRACKING_URI"] = store
+    return run_variant(variant, parent_run_id)
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise FaceReconError(
+            "--executor ray: Ray is not installed; install it with pip install 'facerecon[ray]'"
+        ) from None
+    return ray
+
+
+class RayExecutor:
+    """Variants as Ray tasks on the cluster at ``address``, or on a Ray runtime started here
+    (all local cores) when none is running and no address is given."""
+
+    def __init__(self, address: str | None, cpus: float, gpus: float, tracked: bool) -> None:
+        self.address, self.cpus, self.gpus, self.tracked = address, cpus, gpus, tracked
+        where = f"at {address}" if address else "local runtime"
+        need = f"{cpus:g} CPU" + (f", {gpus:g} GPU" if gpus else "")
+        self.description = f"ray ({where}), {need} per variant"
+
+    def _connect(self, ray: Any) -> bool:
+        """Join or start Ray; True when this call started it (and must shut it down)."""
+        if ray.is_initialized():
+            return False
+        env = {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
+        try:
+            ray.init(
+                address=self.address,
+                runtime_env={"env_vars": env},
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+            )
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            where = self.address or "a local Ray runtime"
+            raise FaceReconError(
+                f"--executor ray: could not start or reach {where}: {exc}"
+            ) from None
+        return True
+
+    def _check_store(self, ray: Any) -> None:
+        uri = tracking_uri()
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        if self.tracked and len(nodes) > 1 and uri.split(":", 1)[0] in ("sqlite", "file"):
+            raise FaceReconError(
+                f"MLFLOW_TRACKING_URI={uri}: a local store on a {len(nodes)}-node Ray cluster "
+                "would scatter the runs over the nodes' disks; point facerecon at a tracking "
+                "server (README, 'Team set-up')"
+            )
+
+    def run(
+        self, variants: list[Variant], parent_run_id: str | None
+    ) -> Generator[VariantOutcome, None, None]:
+        """Submit every variant at once; yield outcomes as tasks complete."""
+        ray = _ray()
+        started = self._connect(ray)
+        try:
+            self._check_store(ray)
+            task = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0, max_calls=0)(
+                _variant_task
+            )
+            # Workers write to the same store as this process, wherever they start.
+            store = absolute_uri(tracking_uri()) if self.tracked else None
+            refs = {}
+            for variant in variants:
+                # Paths in the spec resolve on the worker, which may start elsewhere.
+                spec = variant.spec.model_copy(update={"base_dir": variant.spec.base_dir.resolve()})
+                shipped = Variant(variant.name, variant.overrides, spec)
+                refs[task.remote(shipped, parent_run_id, self.cpus, store)] = variant
+            pending = list(refs)
+            try:
+                while pending:
+                    # A short timeout keeps Ctrl-C responsive while waiting.
+                    done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+                    for ref in done:
+                        yield self._outcome(ray, ref, refs[ref])
+            finally:
+                if pending:
+                    self._cancel(ray, pending)
+        finally:
+            if started:
+                ray.shutdown()
+
+    @staticmethod
+    def _outcome(ray: Any, ref: Any, variant: Variant) -> VariantOutcome:
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayError as exc:  # the worker died, ran out of memory, ...
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            return VariantOutcome(variant.name, "FAILED", error=f"{type(exc).__name__}: {first}")
+
+    @staticmethod
+    def _cancel(ray: Any, pending: list[Any]) -> None:
+        """Queued tasks are dropped; running ones get KeyboardInterrupt, which ends their
+        runs KILLED; whatever has not stopped after a grace period is killed outright."""
+        for ref in pending:
+            ray.cancel(ref)
+        _, stuck = ray.wait(pending, num_returns=len(pending), timeout=CANCEL_GRACE_S)
+        for ref in stuck:
+            ray.cancel(ref, force=True)
