@@ -62,8 +62,9 @@ def on_error(context: RunContext, error: BaseException) -> None:
 
 @hookspec
 def before_sweep(sweep: SweepContext) -> None:
-    """Called once every variant is validated, before the first runs; a tracker may set
-    ``sweep.extras["mlflow_run_id"]`` to make the variants its child runs."""
+    """Called once every variant is validated and the executor is ready, before the first
+    runs; a tracker may set ``sweep.extras["mlflow_run_id"]`` to make the variants its
+    child runs."""
 
 
 @hookspec
@@ -73,7 +74,8 @@ def after_variant(sweep: SweepContext, outcome: VariantOutcome) -> None:
 
 @hookspec
 def after_sweep(sweep: SweepContext) -> None:
-    """Called once at the end, also when the sweep stopped early (``sweep.error`` is set)."""
+    """Called once at the end, also when the sweep stopped early (``sweep.error`` is set);
+    ``sweep.outcomes`` then reports the variants that never completed as KILLED."""
 
 
 HOOK_KINDS: dict[str, str] = {

@@ -18,7 +18,7 @@ import numpy as np
 import pluggy
 
 from facerecon.errors import FaceReconError
-from facerecon.executors import executor_for
+from facerecon.executors import Executor, executor_for
 from facerecon.plugins import plugin_manager
 from facerecon.spec import Spec, validate
 
@@ -188,26 +188,7 @@ def run_variant(variant: Variant, parent_run_id: str | None) -> VariantOutcome:
     )
 
 
-def run_sweep(
-    spec: Spec,
-    *,
-    workers: int | None = None,
-    executor: str = "local",
-    address: str | None = None,
-    pm: pluggy.PluginManager | None = None,
-) -> SweepContext:
-    """Validate every variant, then run them all; returns every outcome, in variant order.
-
-    ``executor`` is ``local`` (this process, or ``workers`` spawned processes) or ``ray``
-    (one Ray task per variant, on the cluster at ``address`` or a local Ray runtime).
-    A variant that never finished because the sweep stopped is reported ``KILLED``.
-    """
-    pm = pm or plugin_manager()
-    engine = executor_for(
-        executor, workers=workers or spec.sweep.workers, address=address, spec=spec
-    )
-    context = SweepContext(spec, expand(spec), executor=engine.description)
-    pm.hook.before_sweep(sweep=context)
+def _run_variants(engine: Executor, context: SweepContext, pm: pluggy.PluginManager) -> None:
     outcomes: dict[str, VariantOutcome] = {}
     try:
         results = engine.run(context.variants, context.extras.get("mlflow_run_id"))
@@ -226,4 +207,29 @@ def run_sweep(
     finally:
         context.outcomes = [outcomes[v.name] for v in context.variants if v.name in outcomes]
         pm.hook.after_sweep(sweep=context)
+
+
+def run_sweep(
+    spec: Spec,
+    *,
+    workers: int | None = None,
+    executor: str = "local",
+    address: str | None = None,
+    pm: pluggy.PluginManager | None = None,
+) -> SweepContext:
+    """Validate every variant, then run them all; returns every outcome, in variant order.
+
+    ``executor`` is ``local`` (this process, or ``workers`` spawned processes) or ``ray``
+    (one Ray task per variant, on the cluster at ``address`` or a local Ray runtime).
+    A variant that never finished because the sweep stopped is reported ``KILLED``.
+    """
+    pm = pm or plugin_manager()
+    engine = executor_for(
+        executor, workers=workers or spec.sweep.workers, address=address, spec=spec
+    )
+    variants = expand(spec)
+    with engine:
+        context = SweepContext(spec, variants, executor=engine.description)
+        pm.hook.before_sweep(sweep=context)
+        _run_variants(engine, context, pm)
     return context

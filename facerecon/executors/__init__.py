@@ -20,11 +20,17 @@ EXECUTORS = ("local", "ray")
 class Executor(Protocol):
     """Runs variants; yields each outcome as it completes (in completion order).
 
-    Closing the generator early (an exception in the consumer, Ctrl-C) cancels every
-    variant that has not completed; a running one ends its run KILLED where it can.
+    Entering it connects to whatever it runs on (so an unreachable cluster stops the sweep
+    before any run exists); leaving it releases that. Closing ``run``'s generator early (an
+    exception in the consumer, Ctrl-C) cancels every variant that has not completed; a
+    running one ends its run KILLED where it can.
     """
 
     description: str
+
+    def __enter__(self) -> Executor: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
 
     def run(
         self, variants: list[Variant], parent_run_id: str | None

@@ -19,6 +19,12 @@ class LocalExecutor:
             "local, this process" if workers == 1 else f"local, {workers} worker processes"
         )
 
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
     def run(
         self, variants: list[Variant], parent_run_id: str | None
     ) -> Generator[VariantOutcome, None, None]:

@@ -31,6 +31,21 @@ def _variant_task(
     return run_variant(variant, parent_run_id)
 
 
+def _reason(exc: BaseException) -> str:
+    """The root cause in one line, and what to do about the usual one."""
+    chain = [exc]
+    while chain[-1].__cause__ or chain[-1].__context__:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+    lines = str(chain[-1]).strip().splitlines() or [type(chain[-1]).__name__]
+    text = lines[0].split(" Last connection error")[0].split(". Note:")[0]
+    if any("InvalidAuthToken" in str(e) for e in chain):
+        text += (
+            " The cluster uses token authentication: set RAY_AUTH_MODE=token here and give"
+            " this machine the cluster's token (~/.ray/auth_token or RAY_AUTH_TOKEN)."
+        )
+    return text
+
+
 def _ray() -> Any:
     try:
         import ray
@@ -47,6 +62,7 @@ class RayExecutor:
 
     def __init__(self, address: str | None, cpus: float, gpus: float, tracked: bool) -> None:
         self.address, self.cpus, self.gpus, self.tracked = address, cpus, gpus, tracked
+        self._started = False
         where = f"at {address}" if address else "local runtime"
         need = f"{cpus:g} CPU" + (f", {gpus:g} GPU" if gpus else "")
         self.description = f"ray ({where}), {need} per variant"
@@ -67,9 +83,25 @@ class RayExecutor:
         except (ConnectionError, ValueError, RuntimeError) as exc:
             where = self.address or "a local Ray runtime"
             raise FaceReconError(
-                f"--executor ray: could not start or reach {where}: {exc}"
+                f"--executor ray: could not start or reach {where}: {_reason(exc)}"
             ) from None
         return True
+
+    def __enter__(self) -> RayExecutor:
+        """Join or start Ray and check the store: before any run exists."""
+        ray = _ray()
+        self._started = self._connect(ray)
+        try:
+            self._check_store(ray)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._started:
+            _ray().shutdown()
+            self._started = False
 
     def _check_store(self, ray: Any) -> None:
         uri = tracking_uri()
@@ -86,33 +118,27 @@ class RayExecutor:
     ) -> Generator[VariantOutcome, None, None]:
         """Submit every variant at once; yield outcomes as tasks complete."""
         ray = _ray()
-        started = self._connect(ray)
+        task = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0, max_calls=0)(
+            _variant_task
+        )
+        # Workers write to the same store as this process, wherever they start.
+        store = absolute_uri(tracking_uri()) if self.tracked else None
+        refs = {}
+        for variant in variants:
+            # Paths in the spec resolve on the worker, which may start elsewhere.
+            spec = variant.spec.model_copy(update={"base_dir": variant.spec.base_dir.resolve()})
+            shipped = Variant(variant.name, variant.overrides, spec)
+            refs[task.remote(shipped, parent_run_id, self.cpus, store)] = variant
+        pending = list(refs)
         try:
-            self._check_store(ray)
-            task = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0, max_calls=0)(
-                _variant_task
-            )
-            # Workers write to the same store as this process, wherever they start.
-            store = absolute_uri(tracking_uri()) if self.tracked else None
-            refs = {}
-            for variant in variants:
-                # Paths in the spec resolve on the worker, which may start elsewhere.
-                spec = variant.spec.model_copy(update={"base_dir": variant.spec.base_dir.resolve()})
-                shipped = Variant(variant.name, variant.overrides, spec)
-                refs[task.remote(shipped, parent_run_id, self.cpus, store)] = variant
-            pending = list(refs)
-            try:
-                while pending:
-                    # A short timeout keeps Ctrl-C responsive while waiting.
-                    done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
-                    for ref in done:
-                        yield self._outcome(ray, ref, refs[ref])
-            finally:
-                if pending:
-                    self._cancel(ray, pending)
+            while pending:
+                # A short timeout keeps Ctrl-C responsive while waiting.
+                done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+                for ref in done:
+                    yield self._outcome(ray, ref, refs[ref])
         finally:
-            if started:
-                ray.shutdown()
+            if pending:
+                self._cancel(ray, pending)
 
     @staticmethod
     def _outcome(ray: Any, ref: Any, variant: Variant) -> VariantOutcome:
