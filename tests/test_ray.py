@@ -19,6 +19,7 @@ import yaml
 from mlflow import MlflowClient
 
 from facerecon import api
+from facerecon.errors import FaceReconError
 from facerecon.plugins import failures, plugin_manager
 from facerecon.spec import validate
 
@@ -190,7 +191,29 @@ def test_ray_sweep_runs_every_variant_under_the_parent_and_survives_a_failure(
 
 def test_address_is_refused_for_the_local_executor():
     spec = validate({**BASE, "sweep": {"grid": {"seed": [0, 1]}}})
-    with pytest.raises(Exception, match="only the `ray` executor connects to a cluster"):
+    with pytest.raises(FaceReconError, match="only the `ray` executor connects to a cluster"):
         api.sweep(spec, executor="local", address="127.0.0.1:6379")
-    with pytest.raises(Exception, match=r"executor 'rya'.*did you mean 'ray'"):
+    with pytest.raises(FaceReconError, match=r"executor 'rya'.*did you mean 'ray'"):
         api.sweep(spec, executor="rya")
+
+
+def test_resources_are_validated_with_their_key_path():
+    with pytest.raises(FaceReconError, match=r"sweep\.resources\.cpus"):
+        validate({**BASE, "sweep": {"grid": {"seed": [0]}, "resources": {"cpus": 0}}})
+
+
+def test_an_unreachable_cluster_is_one_line_with_its_root_cause():
+    from facerecon.executors.ray import _reason
+
+    try:
+        try:
+            raise RuntimeError(
+                "RPC error: InvalidAuthToken: Authentication token is missing. Note: mode..."
+            )
+        except RuntimeError as inner:
+            raise ConnectionError("Failed to connect to GCS. Last connection error: ...") from inner
+    except ConnectionError as exc:
+        reason = _reason(exc)
+    assert "\n" not in reason
+    assert reason.startswith("RPC error: InvalidAuthToken: Authentication token is missing")
+    assert "RAY_AUTH_MODE=token" in reason

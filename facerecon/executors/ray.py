@@ -34,7 +34,7 @@ def _variant_task(
 def _reason(exc: BaseException) -> str:
     """The root cause in one line, and what to do about the usual one."""
     chain = [exc]
-    while chain[-1].__cause__ or chain[-1].__context__:
+    while (chain[-1].__cause__ or chain[-1].__context__) and len(chain) < 20:
         chain.append(chain[-1].__cause__ or chain[-1].__context__)
     lines = str(chain[-1]).strip().splitlines() or [type(chain[-1]).__name__]
     text = lines[0].split(" Last connection error")[0].split(". Note:")[0]
