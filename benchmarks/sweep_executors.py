@@ -30,7 +30,7 @@ from rich.table import Table
 
 from facerecon import api
 from facerecon.spec import load, validate
-from facerecon.sweep import SweepContext
+from facerecon.variants import SweepContext
 
 ROOT = Path(__file__).resolve().parent.parent
 console = Console()

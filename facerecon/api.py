@@ -21,8 +21,9 @@ from facerecon.report import report as make_report
 from facerecon.runner import embed_photo, instantiate
 from facerecon.runner import run as run_spec
 from facerecon.spec import PluginRef, Spec, load
-from facerecon.sweep import SweepContext, run_sweep
+from facerecon.sweep import run_sweep
 from facerecon.tracking import tracking_uri
+from facerecon.variants import SweepContext
 
 
 def validate(*paths: str | Path) -> list[Spec]:

@@ -14,7 +14,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from facerecon.context import RunContext, StepInfo
-    from facerecon.sweep import SweepContext, VariantOutcome
+    from facerecon.variants import SweepContext, VariantOutcome
 
 hookspec = pluggy.HookspecMarker("facerecon")
 hookimpl = pluggy.HookimplMarker("facerecon")

@@ -12,7 +12,7 @@ from facerecon.errors import FaceReconError
 
 if TYPE_CHECKING:
     from facerecon.spec import Spec
-    from facerecon.sweep import Variant, VariantOutcome
+    from facerecon.variants import Variant, VariantOutcome
 
 EXECUTORS = ("local", "ray")
 

@@ -7,7 +7,7 @@ from collections.abc import Generator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 
 from facerecon.executors import prepare_worker
-from facerecon.sweep import Variant, VariantOutcome, run_variant
+from facerecon.variants import Variant, VariantOutcome, run_variant
 
 
 class LocalExecutor:

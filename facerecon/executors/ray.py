@@ -15,8 +15,8 @@ from typing import Any
 
 from facerecon.errors import FaceReconError
 from facerecon.executors import prepare_worker
-from facerecon.sweep import Variant, VariantOutcome, run_variant
 from facerecon.tracking import absolute_uri, tracking_uri
+from facerecon.variants import Variant, VariantOutcome, run_variant
 
 #: how long cancelled tasks get to end their MLflow runs before they are killed
 CANCEL_GRACE_S = 30.0
