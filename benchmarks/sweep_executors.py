@@ -65,7 +65,7 @@ def summarize(ctx: SweepContext, wall: float) -> dict:
 def run(executor: str, workers: int, steps: int) -> dict:
     spec = sweep_spec(steps)
     start = time.perf_counter()
-    ctx = api.sweep(spec, executor=executor, workers=workers)
+    ctx = api.sweep(spec, executor=executor, workers=workers if executor == "local" else None)
     wall = time.perf_counter() - start
     assert all(o.status == "FINISHED" for o in ctx.outcomes), [o.error for o in ctx.outcomes]
     return summarize(ctx, wall)

@@ -144,9 +144,7 @@ def run_sweep(
     A variant that never finished because the sweep stopped is reported ``KILLED``.
     """
     pm = pm or plugin_manager()
-    engine = executor_for(
-        executor, workers=workers or spec.sweep.workers, address=address, spec=spec
-    )
+    engine = executor_for(executor, workers=workers, address=address, spec=spec)
     variants = expand(spec)
     with engine:
         context = SweepContext(spec, variants, executor=engine.description)

@@ -193,6 +193,8 @@ def test_address_is_refused_for_the_local_executor():
     spec = validate({**BASE, "sweep": {"grid": {"seed": [0, 1]}}})
     with pytest.raises(FaceReconError, match="only the `ray` executor connects to a cluster"):
         api.sweep(spec, executor="local", address="127.0.0.1:6379")
+    with pytest.raises(FaceReconError, match=r"--workers 2: Ray runs as many variants"):
+        api.sweep(spec, executor="ray", workers=2)
     with pytest.raises(FaceReconError, match=r"executor 'rya'.*did you mean 'ray'"):
         api.sweep(spec, executor="rya")
 

@@ -37,16 +37,23 @@ class Executor(Protocol):
     ) -> Generator[VariantOutcome, None, None]: ...
 
 
-def executor_for(name: str, *, workers: int, address: str | None, spec: Spec) -> Executor:
-    """The executor called ``name``; ``--address`` only makes sense for Ray."""
+def executor_for(name: str, *, workers: int | None, address: str | None, spec: Spec) -> Executor:
+    """The executor called ``name``. ``workers`` (None: the spec's ``sweep.workers``) is for
+    local processes; ``address`` names a Ray cluster."""
     resources = spec.sweep.resources
     if name == "local":
         if address is not None:
             raise FaceReconError("--address: only the `ray` executor connects to a cluster")
         from facerecon.executors.local import LocalExecutor
 
-        return LocalExecutor(workers, resources.cpus)
+        return LocalExecutor(workers or spec.sweep.workers, resources.cpus)
     if name == "ray":
+        if workers is not None:
+            raise FaceReconError(
+                f"--workers {workers}: Ray runs as many variants at once as the cluster has "
+                "room for (`sweep.resources` per variant); drop --workers or use the local "
+                "executor"
+            )
         from facerecon.executors.ray import RayExecutor
 
         return RayExecutor(address, resources.cpus, resources.gpus, spec.tracking.enabled)
