@@ -4,10 +4,12 @@
 
 Every speed is reported next to a baseline timed in the same process, because this machine
 is shared and noisy: the compiled step against (a) a plain eager GradientTape loop doing
-the same work and (b) the roofline bound (matmul throughput / the model's FLOPs per image),
-tracking on against tracking off, and the quickstart's whole process against its import
-and model-loading parts. facenet is timed with random weights (the architecture is what
-costs time). Medians of repeated timings throughout.
+the same work and (b) the roofline bound (matmul throughput / the model's FLOPs per image);
+the feed-forward generator's one pass and its training step against the iterative solver's
+compiled step at the same batch; tracking on against tracking off (whole ``api.run`` calls,
+interleaved); and the quickstart's whole process against its import and model-loading
+parts. facenet and the generator are timed with random weights (the architecture is what
+costs time). Medians of repeated timings throughout; the load average is recorded with them.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ from facerecon_plugins.l2 import L2
 from facerecon_plugins.tv import TotalVariation
 
 ROOT = Path(__file__).resolve().parent.parent
-MEMORY_BATCHES = {"dlib-resnet": (8, 64), "facenet": (8, 32)}
+# Two batches large enough that activations, not start-up (facenet's weights file peaks at
+# about 1.8 GiB), set the peak, so the slope between them is the per-image cost.
+MEMORY_BATCHES = {"dlib-resnet": (32, 128), "facenet": (64, 128)}
 console = Console()
 
 
@@ -98,15 +102,23 @@ def objective_for(model, batch: int) -> Objective:
     return Objective(model, L2(), terms, targets, np.zeros(batch, bool))
 
 
+def compiled_step_seconds(model, batch: int, steps: int) -> float:
+    """Median seconds per step of facerecon's compiled iterative step (Adam) at ``batch``,
+    after the first steps (tracing, warm-up)."""
+    objective = objective_for(model, batch)
+    init = np.full((batch, model.input_size, model.input_size, 3), 0.5, np.float32)
+    stamps: list[float] = []
+    Adam(Adam.Params(steps=max(steps, 6), lr=0.01)).solve(
+        objective, init, lambda info: stamps.append(time.perf_counter())
+    )
+    return float(np.median(np.diff(stamps[3:])))
+
+
 def step_rates(model, batch: int, steps: int) -> dict[str, float]:
     """Image-iterations per second: facerecon's compiled step vs a plain eager loop."""
     objective = objective_for(model, batch)
     init = np.full((batch, model.input_size, model.input_size, 3), 0.5, np.float32)
-    stamps: list[float] = []
-    Adam(Adam.Params(steps=steps, lr=0.01)).solve(
-        objective, init, lambda info: stamps.append(time.perf_counter())
-    )
-    ours = float(np.median(np.diff(stamps[3:])))
+    ours = compiled_step_seconds(model, batch, steps)
 
     images = tf.Variable(init)
     optimizer = Adam(Adam.Params(lr=0.01)).optimizer()
@@ -120,6 +132,53 @@ def step_rates(model, batch: int, steps: int) -> dict[str, float]:
 
     eager = median_time(eager_step, max(3, steps // 6))
     return {"compiled_img_per_s": batch / ours, "eager_img_per_s": batch / eager}
+
+
+def feedforward_rates(
+    model, filters: int = 50, train_batch: int = 16, steps: int = 8
+) -> dict[str, dict[str, float]]:
+    """The feed-forward generator (random init): images per second of one-pass generation
+    at batch 32 and 1 against the iterative compiled step at the same batch, and training
+    steps per second against the iterative step at the training batch."""
+    from facerecon_plugins.feedforward.generator import Generator, GeneratorConfig, GeneratorParams
+    from facerecon_plugins.feedforward.sampling import EmbeddingSampler
+    from facerecon_plugins.feedforward.training import Settings, Trainer
+
+    config = GeneratorConfig.of(GeneratorParams(kind="embedding", filters=filters), model)
+    generator = Generator.build(config, seed=0)
+    rng = np.random.default_rng(0)
+    embeddings = rng.normal(size=(64, model.embedding_size)).astype(np.float32)
+    out: dict[str, dict[str, float]] = {}
+    for batch in (32, 1):
+        count = 64 if batch > 1 else 32  # whole batches, a fraction of a second each
+        seconds = median_time(
+            lambda b=batch, n=count: generator.generate(embeddings[:n], batch=b), 7
+        )
+        iterative = compiled_step_seconds(model, batch, steps)
+        out[f"generate_batch_{batch}"] = {
+            "images_per_s": count / seconds,
+            "iterative_img_iter_per_s": batch / iterative,
+            # one generated image takes this many times less than one iteration on one image
+            "vs_one_iteration": count / seconds * iterative / batch,
+        }
+    objective = objective_for(model, train_batch)
+    sampler = EmbeddingSampler("gaussian", rng.normal(size=(64, model.embedding_size)))
+    settings = Settings(steps, train_batch, 1e-3, 0, steps, steps)
+    trainer = Trainer(generator, objective, sampler, settings)
+    # As Trainer.run does: slots made before tracing, else every step is traced twice.
+    trainer.optimizer.build(generator.network.trainable_variables)
+    train = trainer._train_step(objective, None)
+    weights = tf.constant(objective.weights_at(0))
+    batches = [tf.constant(sampler.sample(rng, train_batch)) for _ in range(steps + 2)]
+    calls = iter(batches)
+    seconds = median_time(lambda: train(next(calls), weights)["total"].numpy(), steps)
+    iterative = compiled_step_seconds(model, train_batch, steps)
+    out[f"train_batch_{train_batch}"] = {
+        "steps_per_s": 1 / seconds,
+        "iterative_steps_per_s": 1 / iterative,
+        "vs_iterative_step": iterative / seconds,
+    }
+    return out
 
 
 def child(code: str) -> tuple[float, dict]:
@@ -136,7 +195,7 @@ def child(code: str) -> tuple[float, dict]:
     return time.perf_counter() - start, json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def solve_only(name: str, batch: int, steps: int = 3) -> None:
+def solve_only(name: str, batch: int, steps: int = 2) -> None:
     """A few compiled steps and nothing else (for memory measurements)."""
     model = model_for(name)
     init = np.full((batch, model.input_size, model.input_size, 3), 0.5, np.float32)
@@ -155,16 +214,22 @@ print(json.dumps({{"rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
     return child(code)[1]["rss"] / 2**20
 
 
-def cold_start() -> dict[str, float]:
-    """The quickstart's whole process, and what import and model loading take of it."""
-    start = time.perf_counter()
-    subprocess.run(
-        ["facerecon", "run", "experiments/quickstart.yaml", "--no-track"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    whole = time.perf_counter() - start
+def cold_start(repeats: int) -> dict[str, float]:
+    """The quickstart's whole process, tracked and not (interleaved, medians), and what
+    import and model loading take of it."""
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for i in range(repeats):
+        for track in (False, True) if i % 2 == 0 else (True, False):
+            flags = [] if track else ["--no-track"]
+            start = time.perf_counter()
+            subprocess.run(
+                ["facerecon", "run", "experiments/quickstart.yaml", *flags],
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+            )
+            times[track].append(time.perf_counter() - start)
+    whole, tracked = statistics.median(times[False]), statistics.median(times[True])
     _, parts = child("""
 import json, time
 t0 = time.perf_counter()
@@ -173,34 +238,58 @@ t1 = time.perf_counter()
 facerecon.api.model("dlib-resnet").network()
 print(json.dumps({"import": t1 - t0, "model": time.perf_counter() - t1}))
 """)
-    return {"quickstart_s": whole, "import_s": parts["import"], "model_load_s": parts["model"]}
+    return {
+        "quickstart_s": whole,
+        "quickstart_tracked_s": tracked,
+        "tracking_overhead": tracked / whole - 1,
+        "repeats": repeats,
+        "import_s": parts["import"],
+        "model_load_s": parts["model"],
+    }
 
 
-def tracking_cost() -> dict[str, float]:
-    """The quickstart run with and without MLflow logging (alternating, medians)."""
+def tracking_cost(repeats: int) -> dict:
+    """Whole ``api.run`` calls of the quickstart with and without MLflow tracking: pairs in
+    alternating order, medians. Only an untracked run warms up (model, kernels), so the
+    first tracked run also pays the process's one-time costs (importing mlflow, checking
+    the store's schema); it is reported on its own too."""
     spec = api.validate(ROOT / "experiments" / "quickstart.yaml")[0]
     spec = spec.model_copy(
         update={"tracking": spec.tracking.model_copy(update={"experiment": "benchmarks"})}
     )
-    api.run(spec, track=False)  # warm up: model, traces
+    api.run(spec, track=False)  # warm up: model, kernels
     times: dict[bool, list[float]] = {True: [], False: []}
-    for _ in range(2):
-        for track in (False, True):
+    for i in range(repeats):
+        for track in (False, True) if i % 2 == 0 else (True, False):
             start = time.perf_counter()
             api.run(spec, track=track)
             times[track].append(time.perf_counter() - start)
     off, on = statistics.median(times[False]), statistics.median(times[True])
-    return {"untracked_s": off, "tracked_s": on, "overhead": on / off - 1}
+    return {
+        "untracked_s": off,
+        "tracked_s": on,
+        "overhead": on / off - 1,
+        "repeats": repeats,
+        "first_tracked_s": times[True][0],
+        "untracked_runs_s": times[False],
+        "tracked_runs_s": times[True],
+        "pair_overheads": [a / b - 1 for a, b in zip(times[True], times[False], strict=True)],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["dlib-resnet", "facenet"])
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--tracking-repeats", type=int, default=5)
+    parser.add_argument("--cold-repeats", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"))
     args = parser.parse_args()
 
-    results: dict = {"machine": {"cpus": os.cpu_count()}, "models": {}}
+    results: dict = {
+        "machine": {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()},
+        "models": {},
+    }
     results["machine"]["matmul_gflops"] = peak = matmul_gflops()
     for name in args.models:
         model = model_for(name)
@@ -219,9 +308,12 @@ def main() -> None:
         entry["peak_rss_gib"] = {f"batch_{small}": rss_small, f"batch_{large}": rss_large}
         entry["gib_per_image"] = per_image
         entry["largest_batch_in_8gib_estimate"] = int(large + (8 - rss_large) / per_image)
+        if name == "dlib-resnet":
+            entry["feedforward"] = feedforward_rates(model)
         results["models"][name] = entry
-    results["tracking"] = tracking_cost()
-    results["cold_start"] = cold_start()
+    results["tracking"] = tracking_cost(args.tracking_repeats)
+    results["cold_start"] = cold_start(args.cold_repeats)
+    results["machine"]["load_average_at_end"] = os.getloadavg()
     results["peak_rss_gib_this_process"] = (
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     )
@@ -250,6 +342,22 @@ def main() -> None:
                 f"{r['vs_roofline']:.0%}",
             )
     console.print(table)
+    ff = Table("model", "what", "feed-forward", "iterative step, same batch", "ratio")
+    for name, entry in results["models"].items():
+        for key, r in entry.get("feedforward", {}).items():
+            if key.startswith("generate"):
+                row = (
+                    f"{r['images_per_s']:.1f} img/s",
+                    f"{r['iterative_img_iter_per_s']:.2f} img-iter/s",
+                )
+                ff.add_row(name, key, *row, f"{r['vs_one_iteration']:.0f}")
+            else:
+                row = (
+                    f"{r['steps_per_s']:.2f} steps/s",
+                    f"{r['iterative_steps_per_s']:.2f} steps/s",
+                )
+                ff.add_row(name, key, *row, f"{r['vs_iterative_step']:.2f}")
+    console.print(ff)
     console.print_json(json.dumps({k: v for k, v in results.items() if k != "models"}))
     console.print(f"written to {args.out}")
 
