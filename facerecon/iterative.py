@@ -56,6 +56,8 @@ class IterativeSolver(Solver):
         p = self.params
         images = tf.Variable(np.asarray(init, np.float32), name="images")
         optimizer = self.optimizer()
+        # Its slots exist before the first call, so the step is traced once, not twice.
+        optimizer.build([images])
         levels = p.lap_normalize.levels if p.lap_normalize else 0
 
         @tf.function
