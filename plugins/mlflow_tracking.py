@@ -366,7 +366,14 @@ def _settle_children(client, sweep, parent: str) -> None:
     """Give outcomes their run ids, and end child runs their worker left RUNNING (killed,
     crashed): KILLED when the sweep was interrupted, FAILED otherwise."""
     experiment = client.get_run(parent).info.experiment_id
-    children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'")
+    children, token = [], None
+    while True:  # paged: a sweep may have more children than one page holds
+        page = client.search_runs(
+            [experiment], f"tags.mlflow.parentRunId = '{parent}'", page_token=token
+        )
+        children += page
+        if not (token := page.token):
+            break
     by_name = {run.info.run_name: run.info.run_id for run in children}
     for outcome in sweep.outcomes:
         if outcome.run_id is None:
