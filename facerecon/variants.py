@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,10 +55,6 @@ class SweepContext:
 def run_variant(variant: Variant, parent_run_id: str | None) -> VariantOutcome:
     """Run one variant (in this process or a worker) and summarize it; never raises on a
     failed run, so one variant's failure leaves the others alone."""
-    import os
-    import socket
-    import time
-
     from facerecon.runner import models_built, run
 
     spec = variant.spec

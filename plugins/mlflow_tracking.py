@@ -255,7 +255,7 @@ def _finish(state: _Run, context: RunContext) -> None:
         now = int(time.time() * 1000)
         per_candidate = _per_candidate(context, last.terms)
         state.buffer += [(k, v, now, last.step) for k, v in per_candidate.items()]
-    if result.steps - 1 not in range(0, result.steps, context.spec.tracking.image_every):
+    if (result.steps - 1) % context.spec.tracking.image_every:
         state.log_step_image(result.images, size, result.steps - 1)
     state.flush()
     with tempfile.TemporaryDirectory() as tmp:

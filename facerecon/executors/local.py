@@ -44,9 +44,10 @@ class LocalExecutor:
             try:
                 for future in as_completed(futures):
                     try:
-                        yield future.result()
+                        outcome = future.result()
                     except Exception as exc:  # the worker process itself died
-                        name = futures[future].name
-                        yield VariantOutcome(name, "FAILED", error=f"{type(exc).__name__}: {exc}")
+                        error = f"{type(exc).__name__}: {exc}"
+                        outcome = VariantOutcome(futures[future].name, "FAILED", error=error)
+                    yield outcome
             finally:
                 pool.shutdown(wait=False, cancel_futures=True)

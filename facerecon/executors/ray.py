@@ -104,9 +104,11 @@ class RayExecutor:
             self._started = False
 
     def _check_store(self, ray: Any) -> None:
+        if not self.tracked:
+            return
         uri = tracking_uri()
         nodes = [n for n in ray.nodes() if n.get("Alive")]
-        if self.tracked and len(nodes) > 1 and uri.split(":", 1)[0] in ("sqlite", "file"):
+        if len(nodes) > 1 and uri.split(":", 1)[0] in ("sqlite", "file"):
             raise FaceReconError(
                 f"MLFLOW_TRACKING_URI={uri}: a local store on a {len(nodes)}-node Ray cluster "
                 "would scatter the runs over the nodes' disks; point facerecon at a tracking "
@@ -145,7 +147,7 @@ class RayExecutor:
         try:
             return ray.get(ref)
         except ray.exceptions.RayError as exc:  # the worker died, ran out of memory, ...
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            first = (str(exc).strip().splitlines() or [""])[0]
             return VariantOutcome(variant.name, "FAILED", error=f"{type(exc).__name__}: {first}")
 
     @staticmethod
