@@ -109,23 +109,27 @@ def _state(context: RunContext) -> _Run | None:
     return context.extras.get("_mlflow")
 
 
-def _metrics(context: RunContext, terms: dict[str, np.ndarray]) -> dict[str, float]:
-    """Batch means under plain keys."""
+def _batch_means(terms: dict[str, np.ndarray]) -> dict[str, float]:
+    """Each term's batch mean, logged every step under its plain key."""
     return {
         f"loss/{k}" if k not in ("distance", "cosine") else k: float(np.mean(v))
         for k, v in terms.items()
     }
 
 
-def _per_candidate(context: RunContext, terms: dict[str, np.ndarray]) -> dict[str, float]:
-    """Each batch element's terms under ``key/label``, when there is more than one."""
-    if len(context.elements) < 2:
-        return {}
-    return {
-        f"{k}/{element.label}": float(value)
-        for k, values in terms.items()
-        for element, value in zip(context.elements, values, strict=True)
-    }
+def _with_images(context: RunContext, step: StepInfo) -> dict[str, float]:
+    """What is logged only with the step images: the schedule's weights (a known function
+    of the step) and, when the batch has several elements, each one's terms under
+    ``key/label``. Logged every step, they were most of the rows MLflow inserts, and
+    inserting rows is most of tracking's cost."""
+    metrics = {f"weight/{label}": weight for label, weight in step.weights.items()}
+    if len(context.elements) > 1:
+        metrics.update(
+            (f"{k}/{element.label}", float(value))
+            for k, values in step.terms.items()
+            for element, value in zip(context.elements, values, strict=True)
+        )
+    return metrics
 
 
 def _client():
@@ -200,15 +204,11 @@ def after_step(context: RunContext, step: StepInfo) -> None:
     if error := state.failed_to_start():  # no store: stop now rather than after the run
         raise error
     now = int(time.time() * 1000)
-    metrics = _metrics(context, step.terms)
-    for label, weight in step.weights.items():
-        metrics[f"weight/{label}"] = weight
+    metrics = _batch_means(step.terms)
     metrics.update(step.metrics)
     image_step = step.step % context.spec.tracking.image_every == 0
     if image_step:
-        # The per-candidate breakdown goes with the images: writing it at every step
-        # tripled the rows MLflow inserts, the largest part of tracking's cost.
-        metrics.update(_per_candidate(context, step.terms))
+        metrics.update(_with_images(context, step))
     state.buffer += [(k, v, now, step.step) for k, v in metrics.items()]
     state.last_images = step
     if image_step:
@@ -253,8 +253,7 @@ def _finish(state: _Run, context: RunContext) -> None:
     last = state.last_images
     if last is not None and last.step % context.spec.tracking.image_every:
         now = int(time.time() * 1000)
-        per_candidate = _per_candidate(context, last.terms)
-        state.buffer += [(k, v, now, last.step) for k, v in per_candidate.items()]
+        state.buffer += [(k, v, now, last.step) for k, v in _with_images(context, last).items()]
     if (result.steps - 1) % context.spec.tracking.image_every:
         state.log_step_image(result.images, size, result.steps - 1)
     state.flush()

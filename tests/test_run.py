@@ -68,15 +68,15 @@ def test_cli_run_logs_everything_to_mlflow(tmp_path, store):
         "loss/guide",
         "distance",
         "cosine",
-        "weight/tv",
     ):
         history = client.get_metric_history(run.info.run_id, key)
         assert [m.step for m in history] == list(range(12)), key
-    # the per-candidate breakdown goes with the step images
-    history = client.get_metric_history(run.info.run_id, "cosine/t1-g0-r0")
-    assert [m.step for m in history] == [0, 5, 10, 11]
+    # the schedule's weights and the per-candidate breakdown go with the step images
+    for key in ("cosine/t1-g0-r0", "weight/tv", "weight/guide"):
+        history = client.get_metric_history(run.info.run_id, key)
+        assert [m.step for m in history] == [0, 5, 10, 11], key
     tv_weights = [m.value for m in client.get_metric_history(run.info.run_id, "weight/tv")]
-    assert tv_weights[3] == pytest.approx(0.01 * 0.98**3)
+    assert tv_weights == pytest.approx([0.01 * 0.98**t for t in (0, 5, 10, 11)])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"spec.yaml", "final.png", "candidates.png", "candidates.json", "kept"} <= artifacts
     images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
