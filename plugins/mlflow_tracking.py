@@ -31,6 +31,10 @@ from facerecon.tracking import flatten, git_commit, tracking_uri
 #: the MLflow entities, so the loop never imports mlflow (the worker may be importing it).
 MetricRow = tuple[str, float, int, int]
 
+#: Buffered metrics are written at least this often (and every 1000 rows), so the UI is at
+#: most this far behind; every write costs MLflow a few ms whatever its size.
+FLUSH_SECONDS = 5.0
+
 
 @dataclass
 class _Run:
@@ -42,6 +46,9 @@ class _Run:
     pending: list[Future] = field(default_factory=list)
     last_images: StepInfo | None = None
     buffer: list[MetricRow] = field(default_factory=list)
+    flushed_at: float = field(default_factory=time.monotonic)
+    #: every step's batch means, for the loss-curve figure
+    history: dict[str, list[float]] = field(default_factory=dict)
     tagged_images: bool = False
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
@@ -69,6 +76,7 @@ class _Run:
     def flush(self) -> None:
         """Queue the buffered metrics as one write (MLflow takes up to 1000 per batch)."""
         rows, self.buffer = self.buffer, []
+        self.flushed_at = time.monotonic()
         if rows:
             self.submit(self._write_metrics, rows)
 
@@ -205,6 +213,8 @@ def after_step(context: RunContext, step: StepInfo) -> None:
         raise error
     now = int(time.time() * 1000)
     metrics = _batch_means(step.terms)
+    for key, value in metrics.items():
+        state.history.setdefault(key, []).append(value)
     metrics.update(step.metrics)
     image_step = step.step % context.spec.tracking.image_every == 0
     if image_step:
@@ -212,9 +222,8 @@ def after_step(context: RunContext, step: StepInfo) -> None:
     state.buffer += [(k, v, now, step.step) for k, v in metrics.items()]
     state.last_images = step
     if image_step:
-        state.flush()  # the UI shows metrics up to the newest image
         state.log_step_image(step.images_numpy(), context.model.input_size, step.step)
-    elif len(state.buffer) >= 1000:
+    if len(state.buffer) >= 1000 or time.monotonic() - state.flushed_at >= FLUSH_SECONDS:
         state.flush()
 
 
@@ -244,6 +253,27 @@ def _write_image_step_files(folder: Path, key: str, step: int, image: np.ndarray
     thumbnail.save(folder / f"{stem}+compressed.webp", method=0)
 
 
+def _loss_figure(history: dict[str, list[float]], title: str):
+    """``plots/loss.png``: every term's batch mean and the distance against the step."""
+    from matplotlib.figure import Figure  # no pyplot: no global figure registry
+
+    # cosine is not a loss: it has its own scale, and MLflow charts it
+    curves = {k: np.asarray(v) for k, v in history.items() if k != "cosine"}
+    fig = Figure(figsize=(6, 3.5), dpi=72)
+    fig.subplots_adjust(bottom=0.15)
+    ax = fig.add_subplot(title=title, xlabel="step")
+    for key, values in curves.items():
+        ax.plot(values, label=key, linewidth=1)
+    if all(v.min() > 0 for v in curves.values()):
+        ax.set_yscale("log")
+        # a term that starts at zero (the guide's, from the guide) would squash the rest
+        ax.set_ylim(bottom=min(np.percentile(v, 5) for v in curves.values()) / 2)
+    else:  # the dot product's loss is negative
+        ax.set_yscale("symlog")
+    ax.legend(fontsize=8)
+    return fig
+
+
 def _finish(state: _Run, context: RunContext) -> None:
     """Store the final panels, table and metrics, then mark the run FINISHED."""
     from mlflow.entities import Metric, RunTag
@@ -258,7 +288,8 @@ def _finish(state: _Run, context: RunContext) -> None:
         state.log_step_image(result.images, size, result.steps - 1)
     state.flush()
     with tempfile.TemporaryDirectory() as tmp:
-        # The panels are drawn while the worker finishes the queued step writes.
+        # The panels and the loss curves are drawn while the worker finishes the queued
+        # writes.
         folder = Path(tmp)
         rows = []
         for target, index in enumerate(result.best):
@@ -271,6 +302,8 @@ def _finish(state: _Run, context: RunContext) -> None:
                 ]
             )
         _save_png(folder / "final.png", grid(rows, size))
+        (folder / "plots").mkdir()
+        _loss_figure(state.history, context.spec.name).savefig(folder / "plots" / "loss.png")
         if len(result.images) > len(result.best):
             _save_png(folder / "candidates.png", grid([[im] for im in result.images], size))
         for target, index in enumerate(result.best):  # for reports: the kept image alone

@@ -79,6 +79,14 @@ def test_cli_run_logs_everything_to_mlflow(tmp_path, store):
     assert tv_weights == pytest.approx([0.01 * 0.98**t for t in (0, 5, 10, 11)])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"spec.yaml", "final.png", "candidates.png", "candidates.json", "kept"} <= artifacts
+    loss_plot = client.download_artifacts(run.info.run_id, "plots/loss.png", str(tmp_path))
+    import skimage.io
+
+    curves = skimage.io.imread(loss_plot)[..., :3]
+    assert curves.shape == (252, 432, 3)  # 6 x 3.5 inches at 72 dpi
+    # one coloured line per term and the distance (matplotlib's C0..C4), on white
+    colours = {tuple(c // 32) for c in curves[curves.std(axis=-1) > 40]}
+    assert len(colours) >= 5
     images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
     steps = sorted({int(p.split("+step+")[1].split("+")[0]) for p in images})
     assert steps == [0, 5, 10, 11]
@@ -87,8 +95,6 @@ def test_cli_run_logs_everything_to_mlflow(tmp_path, store):
     )
     assert spec_back["solver"]["steps"] == 12 and spec_back["restarts"] == 1
     final = client.download_artifacts(run.info.run_id, "final.png", str(tmp_path))
-    import skimage.io
-
     panel = skimage.io.imread(final)
     assert panel.shape[0] > panel.shape[1] / 3  # two rows: target | guide | reconstruction
 
