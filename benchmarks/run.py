@@ -37,6 +37,7 @@ from facerecon.objective import Objective, Term
 from facerecon.schedules import Schedule
 from facerecon_plugins.adam import Adam
 from facerecon_plugins.l2 import L2
+from facerecon_plugins.parameterizations.pixels import Pixels
 from facerecon_plugins.tv import TotalVariation
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,7 +101,7 @@ def objective_for(model, batch: int) -> Objective:
     rng = np.random.default_rng(0)
     targets = rng.normal(size=(batch, model.embedding_size)).astype(np.float32)
     terms = [Term("tv", TotalVariation(), 0.01, Schedule())]
-    return Objective(model, L2(), terms, targets, np.zeros(batch, bool))
+    return Objective(model, L2(), terms, targets, np.zeros(batch, bool), Pixels())
 
 
 def compiled_step_seconds(model, batch: int, steps: int) -> float:

@@ -2,19 +2,35 @@
 
 from facerecon.errors import FaceReconError
 from facerecon.hookspecs import hookimpl
-from facerecon.kinds import FaceChip, FaceModel, Metric, Params, Regularizer, Solver, SolveResult
+from facerecon.kinds import (
+    Detection,
+    Detector,
+    FaceChip,
+    FaceModel,
+    Metric,
+    Parameterization,
+    Params,
+    Regularizer,
+    Solver,
+    SolveResult,
+    Transform,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Detection",
+    "Detector",
     "FaceChip",
     "FaceModel",
     "FaceReconError",
     "Metric",
+    "Parameterization",
     "Params",
     "Regularizer",
     "SolveResult",
     "Solver",
+    "Transform",
     "__version__",
     "hookimpl",
 ]

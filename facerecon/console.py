@@ -8,8 +8,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from facerecon.context import RunContext, StepInfo
+from facerecon import judging
+from facerecon.context import RunContext
 from facerecon.hookspecs import hookimpl
+from facerecon.kinds import StepInfo
 
 
 class ConsoleReporter:
@@ -57,17 +59,33 @@ class ConsoleReporter:
         self._stop()
         result = context.result
         table = Table(title=f"{context.spec.name}: {result.steps} steps, {result.stop_reason}")
-        for col in ("target", "kept", "distance", "cosine", "total loss"):
+        judged = judging.columns(result.judges)
+        detector = any("detector" in s for s in result.judges)
+        headers = ["target", "kept", "distance", "cosine", "total loss"]
+        headers += [h for h, _, _ in judged] + (["face"] if detector else [])
+        for col in headers:
             table.add_column(col, justify="right" if col != "target" else "left")
         for target, index in enumerate(result.best):
+            scores = result.judges[target] if result.judges else {}
+            found = scores.get("detector")
             table.add_row(
                 str(target),
                 context.elements[index].label,
                 f"{result.terms['distance'][index]:.4f}",
                 f"{result.terms['cosine'][index]:.4f}",
                 f"{result.terms['total'][index]:.4g}",
+                *(judging.mark(scores.get(judge, {}), key) for _, judge, key in judged),
+                *([("yes" if found["face"] else "no") if found else "-"] if detector else []),
+            )
+        if judged:
+            table.caption = (
+                "judges: cosine to the target's photo (I) and to other photos of the person "
+                "(II, mean); ✓ per false-match rate (1e-2, 1e-3) whose threshold it passes"
             )
         self.console.print(table)
+        if context.judges is not None and context.judges.skipped:
+            for name, why in context.judges.skipped.items():
+                self.console.print(f"judge {name!r} left out: {escape(why)}", soft_wrap=True)
         if result.run_id:
             self.console.print(f"MLflow run [bold]{result.run_id}[/] (facerecon ui to browse)")
 

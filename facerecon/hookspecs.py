@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from facerecon.context import RunContext, StepInfo
+    from facerecon.context import RunContext
+    from facerecon.kinds import StepInfo
     from facerecon.variants import SweepContext, VariantOutcome
 
 hookspec = pluggy.HookspecMarker("facerecon")
@@ -38,6 +39,30 @@ def register_regularizers(register: Callable[[type], None]) -> None:
 @hookspec
 def register_solvers(register: Callable[[type], None]) -> None:
     """Register solvers (subclasses of :class:`facerecon.Solver`)."""
+
+
+@hookspec
+def register_transforms(register: Callable[[type], None]) -> None:
+    """Register random image transforms (subclasses of :class:`facerecon.Transform`).
+
+    A transform maps an (N, H, W, 3) batch in [0, 1] to one of the same shape, draws its
+    randomness only from the seed it is given, and is differentiable in the images.
+    """
+
+
+@hookspec
+def register_parameterizations(register: Callable[[type], None]) -> None:
+    """Register image parameterizations (subclasses of :class:`facerecon.Parameterization`).
+
+    ``to_images(from_images(x))`` must give back ``x`` (up to float error) for any x in
+    [0, 1], so every init kind works, and ``to_images`` must stay within [0, 1].
+    """
+
+
+@hookspec
+def register_detectors(register: Callable[[type], None]) -> None:
+    """Register face detectors (subclasses of :class:`facerecon.Detector`) that judge
+    whether a reconstruction shows a face; a detector must not be a face recognizer."""
 
 
 @hookspec
@@ -83,6 +108,9 @@ HOOK_KINDS: dict[str, str] = {
     "register_metrics": "metric",
     "register_regularizers": "regularizer",
     "register_solvers": "solver",
+    "register_transforms": "transform",
+    "register_parameterizations": "parameterization",
+    "register_detectors": "detector",
 }
 
 __all__ = ["hookimpl", "hookspec", "HOOK_KINDS"]

@@ -1,6 +1,8 @@
 """The iterative solvers' shared loop: one compiled step, any Keras optimizer.
 
-``sgd`` and ``adam`` differ only in the optimizer they build.
+``sgd`` and ``adam`` differ only in the optimizer they build. What is optimized are the
+parameters of the objective's parameterization (the pixels themselves, or e.g. a Fourier
+spectrum); every step draws new random transforms when the spec has them.
 """
 
 from __future__ import annotations
@@ -14,9 +16,7 @@ import tensorflow as tf
 from pydantic import BaseModel, ConfigDict, Field
 
 from facerecon import pyramid
-from facerecon.context import StepInfo
-from facerecon.kinds import Params, Solver, SolveResult
-from facerecon.objective import Objective
+from facerecon.kinds import Objective, Params, Solver, SolveResult, StepInfo
 
 
 class LapNormalize(BaseModel):
@@ -42,7 +42,7 @@ class IterativeParams(Params):
 
 
 class IterativeSolver(Solver):
-    """Gradient descent on the pixels with pixel values kept in [0, 1]."""
+    """Gradient descent on the parameterization's parameters, images kept in [0, 1]."""
 
     Params = IterativeParams
 
@@ -54,28 +54,31 @@ class IterativeSolver(Solver):
         self, objective: Objective, init: np.ndarray, on_step: Callable[[StepInfo], None]
     ) -> SolveResult:
         p = self.params
-        images = tf.Variable(np.asarray(init, np.float32), name="images")
+        param = objective.parameterization
+        params = tf.Variable(param.from_images(np.asarray(init, np.float32)), name="params")
         optimizer = self.optimizer()
         # Its slots exist before the first call, so the step is traced once, not twice.
-        optimizer.build([images])
+        optimizer.build([params])
         levels = p.lap_normalize.levels if p.lap_normalize else 0
 
         @tf.function
-        def step(weights: tf.Tensor) -> dict[str, tf.Tensor]:
+        def step(weights: tf.Tensor, seed: tf.Tensor) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
             with tf.GradientTape() as tape:
-                terms = objective(images, weights)
+                images = param.to_images(params)
+                terms = objective(images, weights, seed=seed)
                 loss = tf.reduce_sum(terms["total"])
-            grad = tape.gradient(loss, images)
+            grad = tape.gradient(loss, params)
             if levels:
                 grad = pyramid.normalize(grad, levels)
-            optimizer.apply_gradients([(grad, images)])
-            images.assign(tf.clip_by_value(images, 0.0, 1.0))
-            return terms
+            optimizer.apply_gradients([(grad, params)])
+            param.constrain(params)
+            return terms, images
 
         previous, calm, reason, t = None, 0, "max steps", 0
         for t in range(p.steps):
             weights = objective.weights_at(t)
-            terms = {k: v.numpy() for k, v in step(tf.constant(weights)).items()}
+            terms, images = step(tf.constant(weights), tf.constant(objective.step_seed(t)))
+            terms = {k: v.numpy() for k, v in terms.items()}
             named = dict(zip(objective.labels, map(float, weights), strict=True))
             on_step(StepInfo(t, terms, named, images))
             current = float(np.mean(terms["total"]))
@@ -88,4 +91,5 @@ class IterativeSolver(Solver):
                     reason = f"tolerance {p.tolerance} reached"
                     break
             previous = current
-        return SolveResult(images=images.numpy(), steps=t + 1, stop_reason=reason)
+        final = param.to_images(params).numpy()
+        return SolveResult(images=final, steps=t + 1, stop_reason=reason)

@@ -10,11 +10,11 @@ import numpy as np
 import pluggy
 import tensorflow as tf
 
-from facerecon import faces
-from facerecon.context import BatchElement, PrepareContext, RunContext, RunResult
+from facerecon import faces, judging
+from facerecon.context import BatchElement, RunContext, RunResult
 from facerecon.errors import FaceReconError
-from facerecon.kinds import FaceModel, Plugin
-from facerecon.objective import Objective, Term, forward_for
+from facerecon.kinds import FaceModel, Plugin, PrepareContext
+from facerecon.objective import Objective, Term, Transforms, forward_for
 from facerecon.plugins import Registry, plugin_manager, registry
 from facerecon.spec import PluginRef, Spec, TargetRef
 
@@ -73,15 +73,17 @@ def embed_photo(
     return embedding[0], chip, note
 
 
-def _targets(spec: Spec, model: FaceModel) -> tuple[np.ndarray, list[bool], list[Any]]:
-    embeddings, normalized, chips = [], [], []
-    for ref in spec.targets:
+def _targets(spec: Spec, model: FaceModel) -> tuple[np.ndarray, list[bool], list[Any], list[int]]:
+    """Target rows: embeddings, normalized flags, photo chips, and the spec entry of each."""
+    embeddings, normalized, chips, entries = [], [], [], []
+    for i, ref in enumerate(spec.targets):
         for emb, chip in _target_rows(ref, spec.base_dir, model):
             unit = emb / np.linalg.norm(emb) if ref.normalized and chip is not None else emb
             embeddings.append(unit * ref.scale)
             normalized.append(ref.normalized)
             chips.append(chip)
-    return np.stack(embeddings).astype(np.float32), normalized, chips
+            entries.append(i)
+    return np.stack(embeddings).astype(np.float32), normalized, chips, entries
 
 
 def _target_rows(ref: TargetRef, base_dir: Path, model: FaceModel) -> list[tuple[Any, Any]]:
@@ -126,8 +128,14 @@ def prepare(spec: Spec, reg: Registry | None = None) -> tuple[RunContext, Object
         reg_obj = instantiate(reg, "regularizer", ref, {"weight", "schedule", "label"})
         terms.append(Term(label, reg_obj, ref.weight, ref.schedule))
     solver = instantiate(reg, "solver", spec.solver)
+    parameterization = instantiate(reg, "parameterization", spec.parameterization)
+    transforms = Transforms(
+        [instantiate(reg, "transform", ref) for ref in spec.transforms.chain],
+        spec.transforms.samples,
+        spec.seed,
+    )
 
-    targets, normalized, target_chips = _targets(spec, model)
+    targets, normalized, target_chips, entries = _targets(spec, model)
     # A folder, video or collection names one guide per image (e.g. the frames of a clip).
     guide_chips = [
         chip for g in spec.guides for chip in faces.chips(model, g.image, g.align, spec.base_dir)
@@ -140,7 +148,15 @@ def prepare(spec: Spec, reg: Registry | None = None) -> tuple[RunContext, Object
         for r in range(spec.restarts)
     ]
     index = [e.target for e in elements]
-    objective = Objective(model, metric, terms, targets[index], np.array(normalized)[index])
+    objective = Objective(
+        model,
+        metric,
+        terms,
+        targets[index],
+        np.array(normalized)[index],
+        parameterization,
+        transforms,
+    )
     guides = np.stack([guide_chips[e.guide] for e in elements]) if guide_chips else None
 
     def forward(images: np.ndarray, taps: list[str]):
@@ -165,6 +181,8 @@ def prepare(spec: Spec, reg: Registry | None = None) -> tuple[RunContext, Object
         total_steps=getattr(solver.params, "steps", 0),
     )
     context.extras["init"] = _init(spec, elements, guide_chips, model)
+    context.extras["target_entries"] = entries
+    context.judges = judging.prepare(spec, reg, instantiate)
     return context, objective, solver
 
 
@@ -191,10 +209,17 @@ def run(spec: Spec, *, pm: pluggy.PluginManager | None = None) -> RunResult:
         )
         weights = tf.constant(objective.weights_at(max(solved.steps - 1, 0)))
         final = {k: v.numpy() for k, v in objective(tf.constant(solved.images), weights).items()}
+        best = best_per_target(context, final["distance"])
+        entries = context.extras["target_entries"]
         context.result = RunResult(
             images=solved.images,
             terms=final,
-            best=best_per_target(context, final["distance"]),
+            best=best,
+            judges=judging.score(
+                context.judges,
+                [solved.images[i] for i in best],
+                [entries[context.elements[i].target] for i in best],
+            ),
             steps=solved.steps,
             stop_reason=solved.stop_reason,
             run_id=context.extras.get("mlflow_run_id"),

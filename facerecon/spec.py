@@ -45,6 +45,9 @@ HOST_KEYS = {
     "metric": {"name"},
     "solver": {"name"},
     "regularizer": {"name", "weight", "schedule", "label"},
+    "transform": {"name"},
+    "parameterization": {"name"},
+    "detector": {"name"},
 }
 
 
@@ -65,11 +68,21 @@ class TargetRef(_Strict):
         False, description="the embedding is L2-normalized (F(p) is normalized to match)"
     )
     scale: float = Field(1.0, gt=0, description="multiply the target embedding (paper, Fig. 8)")
+    photo: str | None = Field(
+        None,
+        description="with `embedding`: the photo the template was made from, for the judges' "
+        "type-I scores (never shown to the solver)",
+    )
+    same_person: list[str] = Field(
+        [], description="other photos of the target's person, for the judges' type-II scores"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> TargetRef:
         if (self.image is None) == (self.embedding is None):
             raise ValueError("give exactly one of `image` or `embedding`")
+        if self.photo is not None and self.image is not None:
+            raise ValueError("`photo` goes with `embedding`; with `image`, the image is the photo")
         return self
 
 
@@ -90,6 +103,24 @@ class InitSpec(_Strict):
         if (self.kind == "image") != (self.image is not None):
             raise ValueError("`image` is required with kind: image, and only then")
         return self
+
+
+class TransformsSpec(_Strict):
+    """Random transforms the model sees the images through at every step."""
+
+    samples: int = Field(1, ge=1, le=64, description="random draws per image and step (K)")
+    chain: list[PluginRef] = Field([], description="transforms, applied in order")
+
+
+class JudgesSpec(_Strict):
+    """Who scores the kept reconstructions after the solve (never part of the loss)."""
+
+    models: list[str] | None = Field(
+        None,
+        description="face models that judge identity; default: every available model "
+        "other than the one optimized",
+    )
+    detector: str | None = Field("mtcnn", description="a face detector; null for none")
 
 
 class TrackingSpec(_Strict):
@@ -143,9 +174,12 @@ class Spec(_Strict):
     guides: list[ImageRef] = []
     loss: LossSpec = LossSpec()
     solver: PluginRef = PluginRef(name="adam")
+    parameterization: PluginRef = PluginRef(name="pixels")
+    transforms: TransformsSpec = TransformsSpec()
     init: InitSpec = InitSpec()
     restarts: int = Field(1, ge=1, description="random restarts per target and guide")
     seed: int = 0
+    judges: JudgesSpec = JudgesSpec()
     tracking: TrackingSpec = TrackingSpec()
     sweep: SweepSpec | None = None
     base_dir: Path = Field(Path("."), exclude=True, description="where relative paths start")
@@ -233,9 +267,13 @@ def _format(
 def _plugin_refs(raw: dict[str, Any]) -> list[tuple[tuple[Any, ...], str, Any]]:
     """Every (key path, kind, raw entry) that names a plugin, read from the raw spec."""
     refs: list[tuple[tuple[Any, ...], str, Any]] = []
-    for key, kind in (("model", "model"), ("solver", "solver")):
+    for key in ("model", "solver", "parameterization"):
         if key in raw:
-            refs.append(((key,), kind, raw[key]))
+            refs.append(((key,), key, raw[key]))
+    transforms = raw.get("transforms")
+    if isinstance(transforms, dict) and isinstance(transforms.get("chain"), list):
+        chain = transforms["chain"]
+        refs.extend((("transforms", "chain", i), "transform", t) for i, t in enumerate(chain))
     loss = raw.get("loss")
     if isinstance(loss, dict):
         if "metric" in loss:
@@ -288,6 +326,9 @@ def validate(raw: Any, *, base_dir: Path = Path("."), reg: Registry | None = Non
                 )
         if spec.init.kind == "guide":
             problems.append("init.kind: 'guide' needs at least one entry under `guides`")
+    if spec is not None:
+        problems += _check_judges(spec, reg)
+        problems += _check_pixel_space(spec, reg)
     if problems:
         raise FaceReconError(problems[0], lines=sorted(set(problems), key=problems.index))
     assert spec is not None
@@ -295,10 +336,44 @@ def validate(raw: Any, *, base_dir: Path = Path("."), reg: Registry | None = Non
     return spec
 
 
+def _check_judges(spec: Spec, reg: Registry) -> list[str]:
+    problems = []
+    models = reg.names("model")
+    for i, name in enumerate(spec.judges.models or []):
+        if name not in models:
+            problems.append(
+                f"judges.models[{i}]: unknown model {name!r}; choose from "
+                f"{', '.join(models)}{_close(name, models)}"
+            )
+    detector, detectors = spec.judges.detector, reg.names("detector")
+    if detector is not None and detector not in detectors:
+        problems.append(
+            f"judges.detector: unknown detector {detector!r}; choose from "
+            f"{', '.join(detectors) or '(none installed)'}, or null{_close(detector, detectors)}"
+        )
+    return problems
+
+
+def _check_pixel_space(spec: Spec, reg: Registry) -> list[str]:
+    """Pixel-space gradient tricks need a parameterization whose parameters are pixels."""
+    name = spec.parameterization.name
+    if name not in reg.names("parameterization"):
+        return []  # reported as an unknown plugin
+    pixel_space = reg.get("parameterization", name).pixel_space
+    if spec.solver.params.get("lap_normalize") and not pixel_space:
+        return [
+            f"solver.lap_normalize: normalizes pixel-space gradients, but parameterization "
+            f"{name!r} does not optimize pixels; drop it, or use parameterization 'pixels'"
+        ]
+    return []
+
+
 def _fill_plugin_defaults(spec: Spec, reg: Registry) -> None:
     """Write every plugin's validated parameters, defaults included, into the spec."""
     refs = [("model", spec.model), ("metric", spec.loss.metric), ("solver", spec.solver)]
+    refs += [("parameterization", spec.parameterization)]
     refs += [("regularizer", r) for r in spec.loss.regularizers]
+    refs += [("transform", t) for t in spec.transforms.chain]
     for kind, ref in refs:
         params = {k: v for k, v in ref.params.items() if k not in HOST_KEYS[kind]}
         full = reg.get(kind, ref.name).Params.model_validate(params).model_dump(mode="json")

@@ -14,7 +14,7 @@ import tensorflow as tf
 from pydantic import Field
 
 from facerecon import Params, Regularizer, hookimpl
-from facerecon.context import PrepareContext
+from facerecon.kinds import PrepareContext
 
 
 class GaussianPrior(Regularizer):

@@ -10,6 +10,7 @@ returns.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections.abc import Callable, Generator
@@ -21,8 +22,9 @@ from typing import Any
 import numpy as np
 
 import facerecon
-from facerecon import hookimpl
-from facerecon.context import RunContext, StepInfo
+from facerecon import hookimpl, judging
+from facerecon.context import RunContext
+from facerecon.kinds import StepInfo
 from facerecon.panels import grid, labelled_grid
 from facerecon.spec import Spec
 from facerecon.tracking import flatten, git_commit, tracking_uri
@@ -318,10 +320,13 @@ def _finish(state: _Run, context: RunContext) -> None:
         state.drain()
         client, run_id = state.run()
         client.log_artifacts(run_id, tmp)
+    judged = dict(zip(result.best, result.judges, strict=False))
     table = {
         "candidate": [e.label for e in context.elements],
         **{k: [float(x) for x in v] for k, v in result.terms.items()},
         "kept": [i in result.best for i in range(len(context.elements))],
+        # the judges score kept candidates only; JSON text keeps the nested lists
+        "judges": [json.dumps(judged.get(i, {})) for i in range(len(context.elements))],
     }
     client.log_table(run_id, table, artifact_file="candidates.json")
     now = int(time.time() * 1000)
@@ -330,6 +335,15 @@ def _finish(state: _Run, context: RunContext) -> None:
         Metric(f"final/{key}", float(np.mean(result.terms[key][best])), now, 0)
         for key in ("distance", "cosine")
     ]
+    # per target t: judge/<model>/<score>/t<t>, and over targets, the mean without suffix
+    flats = [judging.flat(scores) for scores in result.judges]
+    for key in dict.fromkeys(k for f in flats for k in f):
+        values = [f[key] for f in flats if key in f]
+        final.append(Metric(key, float(np.mean(values)), now, 0))
+        if len(flats) > 1:
+            final += [
+                Metric(f"{key}/t{t}", f[key], now, 0) for t, f in enumerate(flats) if key in f
+            ]
     tags = [RunTag("facerecon.stop_reason", result.stop_reason)]
     client.log_batch(run_id, metrics=final, tags=tags)
     client.set_terminated(run_id, "FINISHED")

@@ -8,7 +8,7 @@ import scipy.ndimage
 import tensorflow as tf
 
 from facerecon import pyramid
-from facerecon.context import PrepareContext
+from facerecon.kinds import PrepareContext
 from facerecon.schedules import Schedule
 from facerecon_plugins.dot import Dot
 from facerecon_plugins.gaussian import GaussianPrior

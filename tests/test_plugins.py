@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import textwrap
 
+import numpy as np
 import pluggy
 import pytest
 from click.testing import CliRunner
@@ -22,7 +23,10 @@ THIRD_PARTY = '''
 import keras
 import tensorflow as tf
 from pydantic import Field
-from facerecon import Metric, Params, Regularizer, hookimpl
+import numpy as np
+from facerecon import (
+    Detection, Detector, Metric, Parameterization, Params, Regularizer, Transform, hookimpl
+)
 from facerecon.iterative import IterativeSolver
 
 
@@ -54,6 +58,53 @@ class RMSProp(IterativeSolver):
 
     def optimizer(self):
         return keras.optimizers.RMSprop(self.params.lr)
+
+
+class Darken(Transform):
+    """Scales every image by a random factor in [0.5, 1]."""
+
+    name = "darken"
+
+    def __call__(self, images, seed):
+        factor = tf.random.stateless_uniform(tf.shape(images)[:1], seed, 0.5, 1.0)
+        return images * factor[:, None, None, None]
+
+
+class Squared(Parameterization):
+    """Images are the squares of the parameters."""
+
+    name = "squared"
+
+    def from_images(self, images):
+        return np.sqrt(images)
+
+    def to_images(self, params):
+        return tf.clip_by_value(tf.square(params), 0.0, 1.0)
+
+
+class Brightest(Detector):
+    """'Finds' a face whose score is the image's mean brightness."""
+
+    name = "brightest"
+
+    def detect(self, image):
+        h, w = image.shape[:2]
+        return [Detection((0, 0, w, h), float(np.mean(image)))]
+
+
+@hookimpl
+def register_transforms(register):
+    register(Darken)
+
+
+@hookimpl
+def register_parameterizations(register):
+    register(Squared)
+
+
+@hookimpl
+def register_detectors(register):
+    register(Brightest)
 
 
 @hookimpl
@@ -116,6 +167,9 @@ def test_third_party_plugin_is_found_used_and_listed(site, store):
                 "regularizers": [{"name": "brightness", "level": 0.7}],
             },
             "solver": {"name": "rmsprop", "steps": 3},
+            "parameterization": {"name": "squared"},
+            "transforms": {"samples": 2, "chain": [{"name": "darken"}]},
+            "judges": {"models": [], "detector": "brightest"},
             "tracking": {"enabled": False},
         }
     )
@@ -124,6 +178,8 @@ def test_third_party_plugin_is_found_used_and_listed(site, store):
     result = api.run(spec)
     assert set(result.terms) >= {"brightness", "total", "embedding"}
     assert result.steps == 3
+    kept = result.images[result.best[0]]
+    assert result.judges[0]["detector"]["score"] == pytest.approx(float(np.mean(kept)), rel=1e-5)
     listing = CliRunner().invoke(main, ["plugins"], env={"COLUMNS": "250"})
     assert listing.exit_code == 0
     assert "brightness" in listing.output and "fr-brightness" in listing.output
@@ -198,6 +254,16 @@ def test_builtins_register_through_entry_points():
         "mlflow-tracking",
         "dlib-resnet",
         "facenet",
+        "pixels",
+        "fft",
+        "jitter",
+        "scale",
+        "rotate",
+        "mirror-transform",
+        "colour",
+        "blur",
+        "noise",
+        "mtcnn",
     ):
         assert eps[name].dist.name == "facerecon"
         assert eps[name].value.startswith("facerecon_plugins.")

@@ -14,9 +14,8 @@ from collections.abc import Callable
 import numpy as np
 from pydantic import Field
 
-from facerecon.context import StepInfo
 from facerecon.errors import FaceReconError
-from facerecon.kinds import Params, Solver, SolveResult
+from facerecon.kinds import Params, Solver, SolveResult, StepInfo
 from facerecon.objective import Objective
 
 from .checkpoint import Checkpoints

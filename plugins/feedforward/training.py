@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from facerecon.context import StepInfo
+from facerecon.kinds import StepInfo
 from facerecon.objective import Objective
 
 from .checkpoint import Checkpoints

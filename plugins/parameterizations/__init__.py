@@ -1,0 +1,1 @@
+"""Built-in image parameterizations (one module each)."""
