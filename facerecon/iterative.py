@@ -36,6 +36,11 @@ class IterativeParams(Params):
         "(relative) for `patience` steps; 0 = run all steps",
     )
     patience: int = Field(10, ge=1, description="steps below tolerance before stopping")
+    scale_gradient: bool = Field(
+        False,
+        description="divide each image's gradient by its mean absolute value (steps of "
+        "about `lr` per pixel, whatever the loss's scale)",
+    )
     lap_normalize: LapNormalize | None = Field(
         None, description="Laplacian-pyramid gradient normalization"
     )
@@ -70,6 +75,9 @@ class IterativeSolver(Solver):
             grad = tape.gradient(loss, params)
             if levels:
                 grad = pyramid.normalize(grad, levels)
+            if p.scale_gradient:
+                axes = list(range(1, grad.shape.rank))
+                grad = grad / (tf.reduce_mean(tf.abs(grad), axis=axes, keepdims=True) + 1e-12)
             optimizer.apply_gradients([(grad, params)])
             param.constrain(params)
             return terms, images

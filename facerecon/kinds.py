@@ -189,6 +189,7 @@ class Parameterization(Plugin):
 
     def constrain(self, params: tf.Variable) -> None:
         """Keep the parameters valid after an update; the default leaves them alone."""
+        return None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,24 @@ from facerecon.panels import labelled_grid
 from facerecon.tracking import tracking_uri
 
 COLUMNS = ("run", "status", "distance", "cosine", "total loss", "run_id")
+# The judges' means over targets (judge/<model>/<score>); per-target values and the
+# pass flags stay in MLflow.
+JUDGE_SCORES = ("type1", "type2_mean", "face")
+
+
+def _judge_columns(runs) -> list[str]:
+    keys = {
+        key
+        for run in runs
+        for key in run.data.metrics
+        if key.startswith("judge/") and key.count("/") == 2 and key.endswith(JUDGE_SCORES)
+    }
+    return sorted(keys)
+
+
+def _seconds(run) -> str:
+    info = run.info
+    return f"{(info.end_time - info.start_time) / 1000:.1f}" if info.end_time else ""
 
 
 @dataclass
@@ -63,6 +81,8 @@ def report(experiment: str, folder: str | Path | None = None, *, log: bool = Tru
     ]
     if not runs:
         raise FaceReconError(f"experiment {experiment!r} has no runs to report")
+    judged = _judge_columns(runs)
+    columns = [*COLUMNS[:5], *judged, "seconds", COLUMNS[5]]
     rows, panels = [], []
     for run in runs:
         metrics = run.data.metrics
@@ -76,6 +96,8 @@ def report(experiment: str, folder: str | Path | None = None, *, log: bool = Tru
                 "distance": _fmt(metrics.get("final/distance")),
                 "cosine": _fmt(metrics.get("final/cosine")),
                 "total loss": _fmt(metrics.get("loss/total")),
+                **{key: _fmt(metrics.get(key)) for key in judged},
+                "seconds": _seconds(run),
                 "run_id": run.info.run_id,
             }
         )
@@ -91,11 +113,11 @@ def report(experiment: str, folder: str | Path | None = None, *, log: bool = Tru
     fig.savefig(out / "figure.png", dpi=100)
     curves.savefig(out / "distance.png", dpi=100)
     with open(out / "table.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS)
+        writer = csv.DictWriter(f, columns)
         writer.writeheader()
         writer.writerows(rows)
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row[c] for c in COLUMNS) + " |" for row in rows]
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(row[c] for c in columns) + " |" for row in rows]
     (out / "table.md").write_text("\n".join(lines) + "\n")
     run_id = None
     if log:
@@ -108,7 +130,7 @@ def report(experiment: str, folder: str | Path | None = None, *, log: bool = Tru
         client.log_figure(run_id, fig, "report.png")
         client.log_figure(run_id, curves, "distance.png")
         client.log_table(
-            run_id, {c: [row[c] for row in rows] for c in COLUMNS}, artifact_file="report.json"
+            run_id, {c: [row[c] for row in rows] for c in columns}, artifact_file="report.json"
         )
         client.set_terminated(run_id, "FINISHED")
     plt.close(fig)

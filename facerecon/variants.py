@@ -33,6 +33,8 @@ class VariantOutcome:
     distance: float | None = None
     cosine: float | None = None
     images: list[np.ndarray] = field(default_factory=list)  # kept image per target
+    #: the judges' scores, mean over targets (``judge/<model>/<score>``: facerecon.judging)
+    judges: dict[str, float] = field(default_factory=dict)
     seconds: float | None = None  # wall time inside the worker
     worker: str | None = None  # host:pid that ran it
     built_model: bool = False  # False when the worker reused a model built for an earlier one
@@ -78,9 +80,14 @@ def run_variant(variant: Variant, parent_run_id: str | None) -> VariantOutcome:
         result = run(spec)
     except Exception as exc:
         return outcome("FAILED", error=f"{type(exc).__name__}: {exc}")
+    from facerecon.judging import flat
+
     best = result.best
+    flats = [flat(scores) for scores in result.judges]
+    keys = dict.fromkeys(k for f in flats for k in f)
     return outcome(
         "FINISHED",
+        judges={k: float(np.mean([f[k] for f in flats if k in f])) for k in keys},
         run_id=result.run_id,
         distance=float(np.mean(result.terms["distance"][best])),
         cosine=float(np.mean(result.terms["cosine"][best])),

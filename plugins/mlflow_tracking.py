@@ -437,6 +437,16 @@ def _settle_children(client, sweep, parent: str) -> None:
             client.set_terminated(run.info.run_id, status)
 
 
+def _sheet_label(outcome) -> str:
+    """A contact-sheet row label: the variant, and its judges' identity scores."""
+    scores = [
+        f"{key.split('/')[1]} {'I' if key.endswith('type1') else 'II'} {value:.2f}"
+        for key, value in outcome.judges.items()
+        if key.endswith(("/type1", "/type2_mean"))
+    ]
+    return "\n".join([outcome.name, *scores])
+
+
 @hookimpl
 def after_sweep(sweep) -> None:
     run_id = sweep.extras.get("mlflow_run_id")
@@ -455,6 +465,10 @@ def after_sweep(sweep) -> None:
                 "run_id": [o.run_id or "" for o in outcomes],
                 "distance": [o.distance for o in outcomes],
                 "cosine": [o.cosine for o in outcomes],
+                **{
+                    key: [o.judges.get(key) for o in outcomes]
+                    for key in dict.fromkeys(k for o in outcomes for k in o.judges)
+                },
                 "seconds": [o.seconds for o in outcomes],
                 "worker": [o.worker or "" for o in outcomes],
                 "built_model": [o.built_model for o in outcomes],
@@ -462,7 +476,7 @@ def after_sweep(sweep) -> None:
             }
             client.log_table(run_id, table, artifact_file="summary.json")
             fig = labelled_grid(
-                [(o.name, o.images or o.status) for o in outcomes],
+                [(_sheet_label(o), o.images or o.status) for o in outcomes],
                 [f"target {t}" for t in range(max(len(o.images) for o in outcomes) or 1)],
             )
             client.log_figure(run_id, fig, "contact_sheet.png")
