@@ -337,5 +337,66 @@ def evaluate(
         err.print(f"MLflow run [bold]{result.run_id}[/] (evaluation table, Fig. 10 scatter)")
 
 
+@main.command()
+@click.argument("model")
+@click.option(
+    "--photos",
+    multiple=True,
+    default=("builtin:radar", "builtin:obama"),
+    show_default=True,
+    help="Labelled photos: builtin:radar, builtin:obama, ... or a folder with one subfolder "
+    "per person; repeat to merge.",
+)
+@click.option("-o", "--output", type=click.Path(), help="Write the calibration JSON here.")
+@_friendly
+def calibrate(model: str, photos: tuple[str, ...], output: str | None) -> None:
+    """Calibrate MODEL's cosine thresholds at false-match rates 1e-2 and 1e-3."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from facerecon import api, calibration
+
+    face_model = api.model(model)
+    collection = calibration.collect(photos)
+    started = time.perf_counter()
+    with Progress(
+        "embedding", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+    ) as progress:
+        task = progress.add_task("", total=len(collection))
+        record = calibration.calibrate(face_model, photos, step=lambda: progress.advance(task))
+    table = Table(
+        "false-match rate",
+        "threshold",
+        "measured FMR",
+        "genuine pass",
+        title=f"{model}: {record['photos']} photos of {record['identities']} people",
+    )
+    genuine = record["genuine"]
+    for rate, t in record["thresholds"].items():
+        passed = genuine["pass_rate"][rate]
+        table.add_row(
+            rate,
+            f"{t:.4f}",
+            f"{record['measured_fmr'][rate]:.2e}",
+            "-" if passed is None else f"{passed:.0%} of {genuine['n']}",
+        )
+    out().print(table)
+    impostor = record["impostor"]
+    err.print(
+        f"{record['impostor_pairs']} impostor pairs (cosine mean {impostor['mean']:.3f}, "
+        f"max {impostor['max']:.3f}); {record['genuine_pairs']} genuine pairs"
+        + (f" (mean {genuine['mean']:.3f}, min {genuine['min']:.3f})" if genuine["n"] else "")
+        + f"; {record['skipped']} photo(s) without a face skipped; "
+        f"{time.perf_counter() - started:.0f} s",
+        soft_wrap=True,
+    )
+    if output:
+        calibration.write(record, output)
+        err.print(f"calibration -> {output}")
+    else:
+        err.print("not saved (-o FILE writes the calibration JSON)")
+
+
 if __name__ == "__main__":
     main()

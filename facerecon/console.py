@@ -60,14 +60,14 @@ class ConsoleReporter:
         result = context.result
         table = Table(title=f"{context.spec.name}: {result.steps} steps, {result.stop_reason}")
         judged = judging.columns(result.judges)
-        detector = any("detector" in s for s in result.judges)
+        detector = any(judging.detection(s) for s in result.judges)
         headers = ["target", "kept", "distance", "cosine", "total loss"]
         headers += [h for h, _, _ in judged] + (["face"] if detector else [])
         for col in headers:
             table.add_column(col, justify="right" if col != "target" else "left")
         for target, index in enumerate(result.best):
             scores = result.judges[target] if result.judges else {}
-            found = scores.get("detector")
+            found = judging.detection(scores)
             table.add_row(
                 str(target),
                 context.elements[index].label,

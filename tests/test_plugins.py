@@ -179,7 +179,7 @@ def test_third_party_plugin_is_found_used_and_listed(site, store):
     assert set(result.terms) >= {"brightness", "total", "embedding"}
     assert result.steps == 3
     kept = result.images[result.best[0]]
-    assert result.judges[0]["detector"]["score"] == pytest.approx(float(np.mean(kept)), rel=1e-5)
+    assert result.judges[0]["brightest"]["score"] == pytest.approx(float(np.mean(kept)), rel=1e-5)
     listing = CliRunner().invoke(main, ["plugins"], env={"COLUMNS": "250"})
     assert listing.exit_code == 0
     assert "brightness" in listing.output and "fr-brightness" in listing.output

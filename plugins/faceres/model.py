@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 import facerecon.kinds
+from facerecon.calibration import load_thresholds
 from facerecon.kinds import FaceChip, FaceModel
 
 from . import fetch
@@ -47,6 +48,8 @@ class Faceres(FaceModel):
     name = "faceres"
     input_size = INPUT_SIZE
     embedding_size = EMBEDDING_SIZE
+    # Made by `facerecon calibrate faceres -o plugins/faceres/thresholds.json`.
+    thresholds = load_thresholds(Path(__file__).with_name("thresholds.json"))
 
     class Params(facerecon.kinds.Params):
         """``weights``: a folder with faceres.json (or model.json) and its .bin, or the .json;
