@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -33,11 +34,15 @@ from rich.console import Console
 from rich.table import Table
 
 from facerecon import api
-from facerecon.objective import Objective, Term
+from facerecon.objective import Objective, Term, Transforms
 from facerecon.schedules import Schedule
 from facerecon_plugins.adam import Adam
 from facerecon_plugins.l2 import L2
+from facerecon_plugins.parameterizations.fft import Fourier
 from facerecon_plugins.parameterizations.pixels import Pixels
+from facerecon_plugins.transforms.jitter import Jitter
+from facerecon_plugins.transforms.mirror import Mirror
+from facerecon_plugins.transforms.scale import Scale
 from facerecon_plugins.tv import TotalVariation
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,23 +102,55 @@ def fwd_bwd_flops(model) -> float:
     return model_analyzer.profile(graph, options=opts).total_float_ops
 
 
-def objective_for(model, batch: int) -> Objective:
+def objective_for(
+    model, batch: int, transforms: Transforms | None = None, parameterization=None
+) -> Objective:
     rng = np.random.default_rng(0)
     targets = rng.normal(size=(batch, model.embedding_size)).astype(np.float32)
     terms = [Term("tv", TotalVariation(), 0.01, Schedule())]
-    return Objective(model, L2(), terms, targets, np.zeros(batch, bool), Pixels())
+    return Objective(
+        model,
+        L2(),
+        terms,
+        targets,
+        np.zeros(batch, bool),
+        parameterization or Pixels(),
+        transforms,
+    )
 
 
-def compiled_step_seconds(model, batch: int, steps: int) -> float:
+def compiled_step_seconds(model, batch: int, steps: int, **objective: Any) -> float:
     """Median seconds per step of facerecon's compiled iterative step (Adam) at ``batch``,
-    after the first steps (tracing, warm-up)."""
-    objective = objective_for(model, batch)
+    after the first steps (tracing, warm-up); ``objective`` goes to :func:`objective_for`."""
+    objective = objective_for(model, batch, **objective)
     init = np.full((batch, model.input_size, model.input_size, 3), 0.5, np.float32)
     stamps: list[float] = []
     Adam(Adam.Params(steps=max(steps, 6), lr=0.01)).solve(
         objective, init, lambda info: stamps.append(time.perf_counter())
     )
     return float(np.median(np.diff(stamps[3:])))
+
+
+def transforms_cost(model, steps: int, rounds: int = 3) -> dict[str, float]:
+    """Seconds per step of the quickstart's set-up (one image, fft, K draws of scale, jitter
+    and mirror) against K = 1 and against the paper's (pixels, no transforms), each the
+    median of ``rounds`` interleaved measurements in this process."""
+    chain = [Scale(), Jitter(), Mirror()]
+    setups = {
+        "pixels, no transforms": {},
+        "fft, no transforms": {"parameterization": Fourier()},
+        "fft, K=1": {"parameterization": Fourier(), "transforms": Transforms(chain, 1)},
+        "fft, K=4": {"parameterization": Fourier(), "transforms": Transforms(chain, 4)},
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in setups}
+    for _ in range(rounds):
+        for name, setup in setups.items():
+            seconds[name].append(compiled_step_seconds(model, 1, steps, **setup))
+    out = {f"{name} s/step": float(np.median(v)) for name, v in seconds.items()}
+    base = out["fft, K=1 s/step"]
+    out["K=4 vs K=1"] = out["fft, K=4 s/step"] / base
+    out["fft vs pixels"] = out["fft, no transforms s/step"] / out["pixels, no transforms s/step"]
+    return out
 
 
 def step_rates(model, batch: int, steps: int) -> dict[str, float]:
@@ -312,9 +349,22 @@ def main() -> None:
         action="store_true",
         help="measure only tracking's cost and the cold start; update those keys of --out",
     )
+    parser.add_argument(
+        "--transforms-only",
+        action="store_true",
+        help="measure only the cost of transforms and fft on dlib-resnet; update that key",
+    )
     parser.add_argument("--cold-repeats", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"))
     args = parser.parse_args()
+    if args.transforms_only:
+        out = Path(args.out)
+        results = json.loads(out.read_text()) if out.exists() else {}
+        entry = results.setdefault("models", {}).setdefault("dlib-resnet", {})
+        entry["transforms"] = transforms_cost(model_for("dlib-resnet"), args.steps)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        console.print_json(json.dumps(entry["transforms"]))
+        return
     if args.tracking_only:
         out = Path(args.out)
         results = json.loads(out.read_text()) if out.exists() else {}
@@ -348,6 +398,7 @@ def main() -> None:
         entry["largest_batch_in_8gib_estimate"] = int(large + (8 - rss_large) / per_image)
         if name == "dlib-resnet":
             entry["feedforward"] = feedforward_rates(model)
+            entry["transforms"] = transforms_cost(model, args.steps)
         results["models"][name] = entry
     results["tracking"] = tracking_cost(args.tracking_pairs)
     results["cold_start"] = cold_start(args.cold_repeats)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import typing
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from facerecon.runner import embed_photo, instantiate
 from facerecon.runner import run as run_spec
 from facerecon.spec import PluginRef, Spec, load
 from facerecon.sweep import run_sweep
-from facerecon.tracking import tracking_uri
+from facerecon.tracking import check_store, serve_ui
 from facerecon.variants import SweepContext
 
 
@@ -40,10 +38,14 @@ def validate(*paths: str | Path) -> list[Spec]:
 
 
 def _tracked(spec: Spec, track: bool | None) -> Spec:
-    if track is None:
-        return spec
-    tracking = spec.tracking.model_copy(update={"enabled": track})
-    return spec.model_copy(update={"tracking": tracking})
+    """The spec with ``track`` (if given) as ``tracking.enabled``. A tracked spec's store is
+    checked here, before any model loads: a dead server fails in seconds, not minutes."""
+    if track is not None:
+        tracking = spec.tracking.model_copy(update={"enabled": track})
+        spec = spec.model_copy(update={"tracking": tracking})
+    if spec.tracking.enabled:
+        check_store()
+    return spec
 
 
 def run(
@@ -132,10 +134,18 @@ def embed(
     model_name: str = "dlib-resnet",
     align: bool = True,
 ) -> tuple[np.ndarray, str]:
-    """The (pre-normalization) embedding of the face in a photo; saved to ``out`` if given."""
+    """The (pre-normalization) embedding of the face in a photo; saved to ``out`` (an .npy,
+    its folder made if need be) if given."""
+    if out is not None and Path(out).suffix.lower() != ".npy":
+        # numpy.save would quietly write OUT.npy next to the name the user gave
+        raise FaceReconError(f"{out}: embeddings are written as .npy; name the file *.npy")
     embedding, _, note = embed_photo(model(model_name), str(photo), align)
     if out is not None:
-        np.save(out, embedding)
+        try:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            np.save(out, embedding)
+        except OSError as exc:
+            raise FaceReconError(f"{out}: cannot write the embedding ({exc.strerror})") from None
     return embedding, note
 
 
@@ -154,23 +164,7 @@ def embed_images(images: np.ndarray, model_name: str = "dlib-resnet") -> np.ndar
 
 def ui(host: str = "127.0.0.1", port: int = 5000) -> int:
     """Serve the MLflow UI on the store in force; returns the server's exit code."""
-    uri = tracking_uri()
-    cmd = [
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    if uri.startswith("sqlite:///mlruns/"):
-        cmd += ["--default-artifact-root", str(Path("mlruns").resolve())]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    return subprocess.call(cmd, env=env)
+    return serve_ui(host, port)
 
 
 __all__ = [

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import platformdirs
 
 
@@ -14,3 +17,17 @@ def cache_dir(*parts: str) -> Path:
     path = Path(root, *parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def cached_array(folder: str, name: str, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """``compute()``, kept as ``<folder>/<name>-<hash of key>.npy`` in the cache and read
+    from there next time; ``key`` must name everything the array depends on."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    path = cache_dir(folder) / f"{name}-{digest}.npy"
+    if path.is_file():
+        return np.load(path)
+    array = compute()
+    partial = path.with_suffix(f".{os.getpid()}.npy")
+    np.save(partial, array)
+    partial.replace(path)  # whole or absent: concurrent runs never read half a file
+    return array

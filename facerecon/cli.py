@@ -70,9 +70,11 @@ def _start_tensorflow_quietly() -> None:
 
 @click.group()
 @click.version_option(package_name="facerecon")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """facerecon: turn face-recognition embeddings back into face images."""
-    _start_tensorflow_quietly()
+    if ctx.invoked_subcommand != "ui":  # the UI only serves the store: no TensorFlow
+        _start_tensorflow_quietly()
 
 
 @main.command()
@@ -226,10 +228,10 @@ def embed(photo: str, output: str, model: str, no_align: bool) -> None:
 @_friendly
 def ui(host: str, port: int) -> None:
     """Serve the MLflow UI on the run store."""
-    from facerecon import api
+    from facerecon.tracking import serve_ui  # not api: that imports TensorFlow
 
     err.print(f"MLflow UI on http://{host}:{port} (Ctrl-C to stop)")
-    sys.exit(api.ui(host, port))
+    sys.exit(serve_ui(host, port))
 
 
 @main.command()

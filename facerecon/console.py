@@ -31,6 +31,8 @@ class ConsoleReporter:
             f"batch {len(context.elements)} on {spec.model.name}, {spec.solver.name}",
             soft_wrap=True,
         )
+        for note in context.extras.get("target_faces", []):
+            self.console.print(f"  {escape(note)}", soft_wrap=True)  # which face of a photo
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -122,14 +124,22 @@ class SweepReporter:
     @hookimpl(trylast=True)  # after tracking has filled in the run ids
     def after_sweep(self, sweep) -> None:
         table = Table(title=f"{escape(sweep.spec.name)}: sweep")
-        for col in ("variant", "status", "distance", "cosine", "seconds", "run"):
-            table.add_column(col)
+        # the judges' identity scores and face rate, means over the targets
+        judged = [
+            k
+            for k in dict.fromkeys(k for o in sweep.outcomes for k in o.judges)
+            if k.endswith(("/type1", "/type2_mean", "/face"))
+        ]
+        headers = ["variant", "status", "distance", "cosine", *judged, "seconds", "run"]
+        for col in headers:
+            table.add_column(col.removeprefix("judge/"))
         for o in sweep.outcomes:
             table.add_row(
                 escape(o.name),
                 o.status,
                 "" if o.distance is None else f"{o.distance:.4f}",
                 "" if o.cosine is None else f"{o.cosine:.4f}",
+                *("" if k not in o.judges else f"{o.judges[k]:.3f}" for k in judged),
                 "" if o.seconds is None else f"{o.seconds:.1f}",
                 o.run_id or "",
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,16 @@ class RunResult:
     #: what the solver handed back besides images (the feedforward solver: ``generator``)
     extras: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def failure(self) -> str | None:
+        """Why a run that came back is still a failure (it diverged), else None."""
+        if self.stop_reason.startswith("diverged"):
+            return f"{self.stop_reason} at step {self.steps - 1}"
+        bad = [key for key, values in self.terms.items() if not np.all(np.isfinite(values))]
+        if bad:
+            return f"diverged (final {', '.join(bad)} not finite)"
+        return None
+
 
 @dataclass
 class RunContext:
@@ -60,3 +71,5 @@ class RunContext:
     judges: Judges | None = None
     #: free space for lifecycle plugins (e.g. the MLflow run id)
     extras: dict[str, Any] = field(default_factory=dict)
+    #: when the run started (``time.time()``; the runner sets it before any loading)
+    started: float = field(default_factory=time.time)

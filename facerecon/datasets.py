@@ -236,15 +236,22 @@ def builtin(name: str) -> list[Path] | Path | None:
     return photos[0].path if single else [p.path for p in photos]
 
 
-def _builtin_photos(name: str) -> tuple[list[LabelledPhoto], bool] | None:
-    # The name is resolved fully before anything is fetched: a typo must not cost a download.
+def known(name: str) -> bool:
+    """Whether ``name`` is a dataset built-in, by its name alone (nothing is fetched)."""
     base, slash, index = name.partition("/")
     if base not in COLLECTIONS:
-        return None
-    dataset, files = COLLECTIONS[base]
+        return False
     first, size = _numbering(base)
-    if slash and not (size > 1 and index.isdigit() and first <= int(index) < first + size):
+    return not slash or (size > 1 and index.isdigit() and first <= int(index) < first + size)
+
+
+def _builtin_photos(name: str) -> tuple[list[LabelledPhoto], bool] | None:
+    # The name is resolved fully before anything is fetched: a typo must not cost a download.
+    if not known(name):
         return None
+    base, slash, index = name.partition("/")
+    dataset, files = COLLECTIONS[base]
+    first, _ = _numbering(base)
     photos = dataset_photos(dataset)
     if files is not None:
         by_name = {p.path.name: p for p in photos}

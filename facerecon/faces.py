@@ -13,6 +13,7 @@ A folder names its images, a video file (or animated GIF) its frames.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import skimage.io
 import skimage.transform
 
 from facerecon import datasets
+from facerecon.cache import cached_array
 from facerecon.datasets import IMAGE_SUFFIXES
 from facerecon.errors import FaceReconError
 from facerecon.kinds import FaceModel
@@ -31,13 +33,15 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif"}
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
-    """Float32 RGB in [0, 1] from a gray, gray+1, RGB or RGBA photo; integers are 0..255.
+    """Float32 RGB in [0, 1] from a gray, gray+1, RGB or RGBA photo; integers are scaled by
+    their type's range (0..255 for 8-bit, 0..65535 for 16-bit PNG and TIFF).
 
     Alpha is dropped (the colour under it is kept), as face detectors see photos.
     """
     image = np.asarray(image)
     if np.issubdtype(image.dtype, np.integer):
-        image = np.clip(image, 0, 255).astype(np.float32) / 255.0
+        top = float(np.iinfo(image.dtype).max)
+        image = (np.clip(image, 0, top).astype(np.float64) / top).astype(np.float32)
     image = image.astype(np.float32)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
@@ -73,9 +77,23 @@ def _builtin(name: str) -> np.ndarray | list[np.ndarray]:
     found = datasets.builtin(name)
     if found is not None:
         return [read_photo(p) for p in found] if isinstance(found, list) else read_photo(found)
+    raise FaceReconError(unknown_builtin(name))
+
+
+def builtin_known(name: str) -> bool:
+    """Whether ``builtin:NAME`` names a built-in, by its name alone (nothing is fetched)."""
+    if name in ("astronaut", "grace-hopper", "lfw", "average-face"):
+        return True
+    if name.startswith("lfw/") and name[4:].isdigit() and int(name[4:]) < 100:
+        return True
+    return datasets.known(name)
+
+
+def unknown_builtin(name: str) -> str:
+    """The error line for a ``builtin:`` name that is none of them, with close matches."""
     near = difflib.get_close_matches(name, BUILTINS, n=2, cutoff=0.5)
     hint = f" (did you mean {' or '.join(repr(n) for n in near)}?)" if near else ""
-    raise FaceReconError(
+    return (
         f"builtin:{name}: no such built-in face; choose from {', '.join(BUILTINS)} "
         f"(lfw/<i> with i in 0..99, {datasets.index_ranges()}){hint}"
     )
@@ -167,3 +185,35 @@ def chip(model: FaceModel, photo: np.ndarray, align: bool, source: str) -> tuple
 def chips(model: FaceModel, source: str, align: bool, base_dir: Path = Path(".")) -> np.ndarray:
     """Chips of every image a source names (for collections such as ``builtin:lfw``)."""
     return np.stack([chip(model, im, align, source)[0] for im in read_images(source, base_dir)])
+
+
+def each_image(source: str, base_dir: Path = Path(".")) -> Iterator[np.ndarray]:
+    """The images of a source one at a time (a dataset collection is hundreds of photos)."""
+    if source.startswith("builtin:"):
+        found = datasets.builtin(source.removeprefix("builtin:"))
+        if isinstance(found, list):
+            yield from (read_photo(path) for path in found)
+            return
+    yield from read_images(source, base_dir)
+
+
+def mean_chip(model: FaceModel, source: str, align: bool, base_dir: Path = Path(".")) -> np.ndarray:
+    """The mean of a collection's chips (photos without a face are left out); kept in the
+    cache for built-in collections, whose photos never change."""
+
+    def compute() -> np.ndarray:
+        total, count = np.zeros((model.input_size, model.input_size, 3), np.float64), 0
+        for image in each_image(source, base_dir):
+            try:
+                total += chip(model, image, align, source)[0]
+            except FaceReconError:
+                continue
+            count += 1
+        if not count:
+            raise FaceReconError(f"{source}: no face found by {model.name} in any of its images")
+        return (total / count).astype(np.float32)
+
+    if not source.startswith("builtin:"):
+        return compute()
+    key = f"{model.params.model_dump_json()}|{source}|{align}"
+    return cached_array("means", model.name, key, compute)

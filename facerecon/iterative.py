@@ -27,8 +27,11 @@ class LapNormalize(BaseModel):
 
 
 class IterativeParams(Params):
+    # NaN or infinity in a step size or tolerance is never meant
+    model_config = ConfigDict(allow_inf_nan=False)
     steps: int = Field(400, ge=1, description="maximum number of steps")
-    lr: float = Field(0.01, gt=0, description="learning rate")
+    # images live in [0, 1]: a rate beyond 1000 only makes a run diverge
+    lr: float = Field(0.01, gt=0, le=1000, description="learning rate")
     tolerance: float = Field(
         0.0,
         ge=0,

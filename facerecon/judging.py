@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from facerecon import faces
+from facerecon.cache import cached_array
 from facerecon.errors import FaceReconError
 from facerecon.kinds import Detector, FaceModel
 from facerecon.objective import forward_for
@@ -27,6 +28,7 @@ class References:
 
     type1: np.ndarray | None  # (D,) the photo the template came from, if known
     type2: np.ndarray  # (N, D) other photos of the person
+    impostors: np.ndarray | None = None  # (M, D) photos of other people
 
 
 @dataclass
@@ -106,9 +108,47 @@ def prepare(spec: Spec, reg: Registry, instantiate) -> Judges:
                 for i, src in enumerate(target.same_person)
             ]
             type2 = embed(model, np.stack(others)) if others else np.zeros((0, 0), np.float32)
-            refs.append(References(type1, type2))
+            refs.append(References(type1, type2, _impostors(model, spec, type1, type2)))
         judges.references[model.name] = refs
     return judges
+
+
+def _impostors(
+    model: FaceModel, spec: Spec, type1: np.ndarray | None, type2: np.ndarray
+) -> np.ndarray | None:
+    """The impostor collection's embeddings without the target's own photos (a photo of
+    the collection used as the target embeds to a cosine of 1 with it, up to float error)."""
+    if spec.judges.impostors is None:
+        return None
+    rows = collection_embeddings(model, spec.judges.impostors, spec.base_dir)
+    own = [v for v in (type1, *type2) if v is not None]
+    if own:
+        rows = rows[np.max(rows @ np.stack(own).T, axis=1) < SAME_PHOTO]
+    return rows
+
+
+#: cosine above which two embeddings come from the same photo
+SAME_PHOTO = 0.999
+
+
+def collection_embeddings(model: FaceModel, source: str, base_dir: Path) -> np.ndarray:
+    """L2-normalized embeddings of every face in a collection (photos without one are left
+    out); kept in the cache for built-in collections, whose photos never change."""
+
+    def compute() -> np.ndarray:
+        rows = []
+        for image in faces.each_image(source, base_dir):
+            found = model.align(image)
+            if found:
+                rows.append(embed(model, found[0].image[None])[0])
+        if not rows:
+            raise FaceReconError(f"judges.impostors: {source}: no face found by {model.name}")
+        return np.stack(rows).astype(np.float32)
+
+    if not source.startswith("builtin:"):
+        return compute()
+    key = f"{model.params.model_dump_json()}|{source}"
+    return cached_array("embeddings", model.name, key, compute)
 
 
 def passes(model: FaceModel, cosine: float) -> dict[str, bool]:
@@ -138,6 +178,14 @@ def score(judges: Judges, images: list[np.ndarray], entries: list[int]) -> list[
                 entry["type2"] = cosines
                 entry["type2_mean"] = float(np.mean(cosines))
                 entry |= {f"type2_{k}": v for k, v in passes(model, entry["type2_mean"]).items()}
+            if refs.impostors is not None and len(refs.impostors):
+                # identification: how many other people's photos score at least as high
+                scores = refs.impostors @ recon[i]
+                entry["impostor_max"] = float(scores.max())
+                for kind in ("type1", "type2_mean"):
+                    if kind in entry:
+                        rank = 1 + int(np.sum(scores >= entry[kind]))
+                        entry[f"{kind.removesuffix('_mean')}_rank"] = rank
             out[i][model.name] = entry
     if judges.detector is not None:
         for i, image in enumerate(images):

@@ -18,7 +18,8 @@ def grid(rows: list[list[np.ndarray | None]], size: int, gap: int = 4) -> np.nda
             if cell.shape[:2] != (size, size):
                 cell = resize(cell, size)
             out[y : y + size, x : x + size] = cell
-    return (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
+    # a diverged run's NaN pixels are drawn black, not cast to whatever uint8 makes of NaN
+    return (np.clip(np.nan_to_num(out), 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 def labelled_grid(rows: list[tuple[str, list[np.ndarray] | str]], titles: list[str]):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,12 @@ import tensorflow as tf
 
 from facerecon import faces, judging
 from facerecon.context import BatchElement, RunContext, RunResult
+from facerecon.embeddings import check_rows, numeric, read_npy
 from facerecon.errors import FaceReconError
 from facerecon.kinds import FaceModel, Plugin, PrepareContext
 from facerecon.objective import Objective, Term, Transforms, forward_for
 from facerecon.plugins import Registry, plugin_manager, registry
-from facerecon.spec import PluginRef, Spec, TargetRef
+from facerecon.spec import PluginRef, Spec, TargetRef, term_labels
 
 
 @cache
@@ -41,21 +43,15 @@ def instantiate(reg: Registry, kind: str, ref: PluginRef, host_keys: set[str] = 
 
 def load_embeddings(path: Path, model: FaceModel, normalized: bool) -> np.ndarray:
     """Rows of an .npy embedding file, checked against the model."""
-    if not path.exists():
-        raise FaceReconError(f"{path}: embedding file not found")
-    try:
-        data = np.load(path, allow_pickle=False)
-    except Exception as exc:
-        raise FaceReconError(f"{path}: not a .npy array ({type(exc).__name__}: {exc})") from None
-    rows = np.atleast_2d(np.asarray(data, np.float32))
+    data = read_npy(path)
+    rows = np.atleast_2d(numeric(data, str(path)))
     if rows.ndim != 2 or rows.shape[1] != model.embedding_size:
         raise FaceReconError(
             f"{path}: embedding of shape {tuple(data.shape)}; model {model.name!r} makes "
             f"{model.embedding_size}-d embeddings (shape ({model.embedding_size},) or "
             f"(N, {model.embedding_size}))"
         )
-    if not np.all(np.isfinite(rows)):
-        raise FaceReconError(f"{path}: embedding holds NaN or infinite values")
+    check_rows(rows, str(path))
     norms = np.linalg.norm(rows, axis=1)
     if normalized and not np.allclose(norms, 1.0, atol=1e-3):
         raise FaceReconError(
@@ -73,11 +69,14 @@ def embed_photo(
     return embedding[0], chip, note
 
 
-def _targets(spec: Spec, model: FaceModel) -> tuple[np.ndarray, list[bool], list[Any], list[int]]:
-    """Target rows: embeddings, normalized flags, photo chips, and the spec entry of each."""
+def _targets(
+    spec: Spec, model: FaceModel, notes: list[str]
+) -> tuple[np.ndarray, list[bool], list[Any], list[int]]:
+    """Target rows: embeddings, normalized flags, photo chips, and the spec entry of each;
+    which face of each photo was used goes to ``notes``."""
     embeddings, normalized, chips, entries = [], [], [], []
     for i, ref in enumerate(spec.targets):
-        for emb, chip in _target_rows(ref, spec.base_dir, model):
+        for emb, chip in _target_rows(ref, spec.base_dir, model, notes, f"targets[{i}]"):
             unit = emb / np.linalg.norm(emb) if ref.normalized and chip is not None else emb
             embeddings.append(unit * ref.scale)
             normalized.append(ref.normalized)
@@ -86,14 +85,17 @@ def _targets(spec: Spec, model: FaceModel) -> tuple[np.ndarray, list[bool], list
     return np.stack(embeddings).astype(np.float32), normalized, chips, entries
 
 
-def _target_rows(ref: TargetRef, base_dir: Path, model: FaceModel) -> list[tuple[Any, Any]]:
+def _target_rows(
+    ref: TargetRef, base_dir: Path, model: FaceModel, notes: list[str], where: str
+) -> list[tuple[Any, Any]]:
     if ref.embedding is not None:
         path = Path(ref.embedding).expanduser()
         rows = load_embeddings(
             path if path.is_absolute() else base_dir / path, model, ref.normalized
         )
         return [(row, None) for row in rows]
-    emb, chip, _ = embed_photo(model, ref.image, ref.align, base_dir)
+    emb, chip, note = embed_photo(model, ref.image, ref.align, base_dir)
+    notes.append(f"{where} {ref.image}: {note}")
     return [(emb, chip)]
 
 
@@ -107,13 +109,21 @@ def _init(
         shape = (len(elements), size, size, 3)
         return np.clip(0.5 + init.noise * rng.standard_normal(shape), 0, 1).astype(np.float32)
     if init.kind == "guide":
-        return np.stack([guides[e.guide] for e in elements])
-    base = (
-        faces.chips(model, "builtin:lfw", False).mean(axis=0)
-        if init.kind == "mean"
-        else faces.chip(model, faces.read_image(init.image, spec.base_dir), False, init.image)[0]
-    )
-    return np.repeat(base[None], len(elements), axis=0)
+        images = np.stack([guides[e.guide] for e in elements])
+    else:
+        if init.kind == "mean":
+            base = faces.mean_chip(model, init.images, init.align, spec.base_dir)
+        else:
+            photo = faces.read_image(init.image, spec.base_dir)
+            base = faces.chip(model, photo, False, init.image)[0]
+        images = np.repeat(base[None], len(elements), axis=0)
+    # Restarts from one start image would solve identical copies: every restart after the
+    # first starts from seeded noise around it (restart 0 keeps the start image exactly).
+    later = np.array([e.restart > 0 for e in elements])
+    if later.any():
+        noise = init.noise * rng.standard_normal(images[later].shape)
+        images[later] = np.clip(images[later] + noise, 0, 1)
+    return images.astype(np.float32)
 
 
 def prepare(spec: Spec, reg: Registry | None = None) -> tuple[RunContext, Objective, Any]:
@@ -121,10 +131,8 @@ def prepare(spec: Spec, reg: Registry | None = None) -> tuple[RunContext, Object
     reg = reg or registry()
     model: FaceModel = instantiate(reg, "model", spec.model)
     metric = instantiate(reg, "metric", spec.loss.metric)
-    terms, seen = [], {}
-    for ref in spec.loss.regularizers:
-        seen[ref.name] = seen.get(ref.name, 0) + 1
-        label = ref.label or (ref.name if seen[ref.name] == 1 else f"{ref.name}_{seen[ref.name]}")
+    terms = []
+    for ref, label in zip(spec.loss.regularizers, term_labels(spec.loss.regularizers), strict=True):
         reg_obj = instantiate(reg, "regularizer", ref, {"weight", "schedule", "label"})
         terms.append(Term(label, reg_obj, ref.weight, ref.schedule))
     solver = instantiate(reg, "solver", spec.solver)
@@ -135,7 +143,8 @@ def prepare(spec: Spec, reg: Registry | None = None) -> tuple[RunContext, Object
         spec.seed,
     )
 
-    targets, normalized, target_chips, entries = _targets(spec, model)
+    face_notes: list[str] = []
+    targets, normalized, target_chips, entries = _targets(spec, model, face_notes)
     # A folder, video or collection names one guide per image (e.g. the frames of a clip).
     guide_chips = [
         chip for g in spec.guides for chip in faces.chips(model, g.image, g.align, spec.base_dir)
@@ -182,6 +191,8 @@ def prepare(spec: Spec, reg: Registry | None = None) -> tuple[RunContext, Object
     )
     context.extras["init"] = _init(spec, elements, guide_chips, model)
     context.extras["target_entries"] = entries
+    # A photo with several faces gives its largest: reporters say which, MLflow tags it.
+    context.extras["target_faces"] = face_notes
     context.judges = judging.prepare(spec, reg, instantiate)
     return context, objective, solver
 
@@ -199,7 +210,9 @@ def best_per_target(context: RunContext, distance: np.ndarray) -> list[int]:
 def run(spec: Spec, *, pm: pluggy.PluginManager | None = None) -> RunResult:
     """Run one validated spec; lifecycle hooks see every stage. Returns the result."""
     pm = pm or plugin_manager()
+    started = time.time()  # loading the model and the targets is part of the run
     context, objective, solver = prepare(spec, registry(pm))
+    context.started = started
     pm.hook.before_run(context=context)
     try:
         solved = solver.solve(
@@ -229,4 +242,6 @@ def run(spec: Spec, *, pm: pluggy.PluginManager | None = None) -> RunResult:
         pm.hook.on_error(context=context, error=exc)
         raise
     pm.hook.after_run(context=context)
+    if failure := context.result.failure:  # after_run has kept its images and ended it FAILED
+        raise FaceReconError(f"{spec.name}: {failure}; lower solver.lr or the regularizer weights")
     return context.result

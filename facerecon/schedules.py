@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from facerecon.kinds import Params
 
@@ -12,9 +12,12 @@ from facerecon.kinds import Params
 class Schedule(Params):
     """``constant``; ``exponential`` (w * rate**t); ``linear`` (w to ``end`` over ``steps``)."""
 
+    model_config = ConfigDict(allow_inf_nan=False)  # weights are float32 in the objective
     kind: Literal["constant", "exponential", "linear"] = "constant"
     rate: float | None = Field(None, gt=0, le=1, description="exponential: factor per step")
-    end: float | None = Field(None, ge=0, description="linear: weight reached at `steps`")
+    end: float | None = Field(
+        None, ge=0, le=3.4028235e38, description="linear: weight reached at `steps`"
+    )
     steps: int | None = Field(None, ge=1, description="linear: steps to reach `end`")
 
     @model_validator(mode="after")

@@ -92,9 +92,19 @@ def expand(spec: Spec) -> list[Variant]:
         else []
     )
     named = [(None, p) for p in points] + [(v.name, v.set) for v in sweep.variants]
-    variants, problems = [], []
+    variants, problems, first = [], [], {}
     for index, (name, overrides) in enumerate(named):
         name = name or _label(overrides)
+        # Outcomes and runs are keyed by name: a repeated name would overwrite another's.
+        if name in first:
+            explicit = index - len(points)
+            where = f"sweep.variants[{explicit}].name" if explicit >= 0 else f"variant {index}"
+            problems.append(
+                f"{where}: variant name {name!r} is already used by variant {first[name]}; "
+                "give every variant its own `name`"
+            )
+            continue
+        first[name] = index
         data = copy.deepcopy(base)
         try:
             for path, value in overrides.items():

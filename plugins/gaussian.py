@@ -14,6 +14,7 @@ import tensorflow as tf
 from pydantic import Field
 
 from facerecon import Params, Regularizer, hookimpl
+from facerecon.errors import FaceReconError
 from facerecon.kinds import PrepareContext
 
 
@@ -36,7 +37,13 @@ class GaussianPrior(Regularizer):
         return list(self.params.layers)
 
     def prepare(self, context: PrepareContext) -> None:
-        collection = context.load_images(self.params.images, self.params.align)
+        source = self.params.images
+        collection = context.load_images(source, self.params.align)
+        if len(collection) < 2:  # one image has no spread: Eq. 5 would be 0/0
+            raise FaceReconError(
+                f"gaussian.images: {source!r} names {len(collection)} image(s); the prior "
+                "needs two or more different faces (e.g. builtin:lfw or a folder)"
+            )
         _, acts = context.forward(collection, self.taps())
         self.set_statistics({name: (a.mean(axis=0), a.std(axis=0)) for name, a in acts.items()})
 
@@ -46,6 +53,11 @@ class GaussianPrior(Regularizer):
         self._mean, self._scale = {}, {}
         for name, (mean, std) in stats.items():
             smax2 = float(np.max(std)) ** 2
+            if not smax2 > 0:  # a constant collection: Eq. 5 would be 0/0
+                raise FaceReconError(
+                    f"gaussian.images: every image of {self.params.images!r} is the same at "
+                    f"layer {name!r} (spread 0); give a collection of different faces"
+                )
             self._mean[name] = tf.constant(mean, tf.float32)
             self._scale[name] = tf.constant(nu * smax2 / (std**2 + nu * smax2), tf.float32)
 

@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,13 @@ from typing import Any
 import numpy as np
 
 import facerecon
-from facerecon import hookimpl, judging
+from facerecon import hookimpl, judging, tracking
 from facerecon.context import RunContext
+from facerecon.errors import FaceReconError
 from facerecon.kinds import StepInfo
 from facerecon.panels import grid, labelled_grid
 from facerecon.spec import Spec
-from facerecon.tracking import flatten, git_commit, tracking_uri
+from facerecon.tracking import EXPERIMENT_KIND, flatten, git_commit
 
 #: (key, value, timestamp in ms, step): a metric as the loop records it; the worker makes
 #: the MLflow entities, so the loop never imports mlflow (the worker may be importing it).
@@ -52,20 +54,32 @@ class _Run:
     #: every step's batch means, for the loss-curve figure
     history: dict[str, list[float]] = field(default_factory=dict)
     tagged_images: bool = False
+    #: the store's first failure: every later write fails at once with it, rather than
+    #: each one spending MLflow's minutes of retries on a store that is gone
+    broken: BaseException | None = None
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
         # Keep only what may still fail: a long run queues thousands of writes.
         self.pending = [f for f in self.pending if not f.done() or f.exception() is not None]
-        future = self.pool.submit(fn, *args, **kwargs)
+        future = self.pool.submit(self._guarded, fn, *args, **kwargs)
         self.pending.append(future)
         return future
+
+    def _guarded(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self.broken is not None:
+            raise self.broken
+        try:
+            return fn(*args, **kwargs)
+        except BaseException as error:
+            self.broken = error
+            raise
 
     @classmethod
     def start(cls, create: Callable[..., tuple[Any, str]], *args: Any) -> _Run:
         """A worker thread whose first task, ``create(*args)``, makes the run."""
-        pool = ThreadPoolExecutor(1, thread_name_prefix="mlflow-tracking")
-        created = pool.submit(create, *args)
-        return cls(pool, created, [created])
+        state = cls(ThreadPoolExecutor(1, thread_name_prefix="mlflow-tracking"), Future())
+        state.created = state.submit(create, *args)
+        return state
 
     def run(self) -> tuple[Any, str]:
         """(client, run_id); waits for the creation, re-raises its failure."""
@@ -145,11 +159,9 @@ def _with_images(context: RunContext, step: StepInfo) -> dict[str, float]:
 def _client():
     import logging
 
-    import mlflow
-
     # "Creating initial MLflow database tables" is MLflow's business, not the user's.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
-    return mlflow.MlflowClient(tracking_uri())
+    return tracking.client()
 
 
 def _experiment_id(client, name: str) -> str:
@@ -159,7 +171,7 @@ def _experiment_id(client, name: str) -> str:
     if experiment is not None:
         return experiment.experiment_id
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, tags=EXPERIMENT_KIND)
     except MlflowException:  # another worker created it first
         return client.get_experiment_by_name(name).experiment_id
 
@@ -175,7 +187,12 @@ def _create_run(spec: Spec, tags: dict[str, str], context: RunContext) -> tuple[
     if commit := git_commit():
         tags["mlflow.source.git.commit"] = commit
     exp_id = _experiment_id(client, tracking.experiment)
-    run_id = client.create_run(exp_id, run_name=tracking.run_name or spec.name, tags=tags)
+    run_id = client.create_run(
+        exp_id,
+        start_time=int(context.started * 1000),  # not now: this worker starts late
+        run_name=tracking.run_name or spec.name,
+        tags=tags,
+    )
     run_id = run_id.info.run_id
     # Other plugins may look for the run while the loop runs; after_run guarantees it.
     context.extras["mlflow_run_id"] = run_id
@@ -203,6 +220,8 @@ def before_run(context: RunContext) -> None:
     }
     if spec.tracking.parent_run_id:
         tags["mlflow.parentRunId"] = spec.tracking.parent_run_id
+    if notes := context.extras.get("target_faces"):
+        tags["facerecon.target_faces"] = "; ".join(notes)[:5000]  # MLflow's tag value limit
     context.extras["_mlflow"] = _Run.start(_create_run, spec, tags, context)
 
 
@@ -261,25 +280,64 @@ def _loss_figure(history: dict[str, list[float]], title: str):
     from matplotlib.ticker import NullLocator
 
     # cosine is not a loss: it has its own scale, and MLflow charts it
-    curves = {k: np.asarray(v) for k, v in history.items() if k != "cosine"}
+    curves = {k: np.asarray(v, float) for k, v in history.items() if k != "cosine"}
     fig = Figure(figsize=(6, 3.5), dpi=72)
     fig.subplots_adjust(bottom=0.15)
     ax = fig.add_subplot(title=title, xlabel="step")
+    # A diverged run's NaN and infinite values are left out (matplotlib cannot scale an
+    # axis to them); the curve stops where the run diverged.
+    finite = {k: v[np.isfinite(v)] for k, v in curves.items()}
+    curves = {k: v for k, v in curves.items() if finite[k].size}
+    finite = {k: finite[k] for k in curves}
     for key, values in curves.items():
-        ax.plot(values, label=key, linewidth=1)
-    if all(v.min() > 0 for v in curves.values()):
+        steps = np.arange(len(values))
+        keep = np.isfinite(values)
+        ax.plot(steps[keep], values[keep], label=key, linewidth=1)
+    if not curves:
+        return fig
+    if all(v.min() > 0 for v in finite.values()):
         ax.set_yscale("log")
         ax.yaxis.set_minor_locator(NullLocator())  # a fifth of the figure's drawing time
         # a term that starts at zero (the guide's, from the guide) would squash the rest
-        ax.set_ylim(bottom=min(np.percentile(v, 5) for v in curves.values()) / 2)
+        ax.set_ylim(bottom=min(np.percentile(v, 5) for v in finite.values()) / 2)
     else:  # the dot product's loss is negative
         ax.set_yscale("symlog")
     ax.legend(fontsize=8)
     return fig
 
 
+def _write_panels(folder: Path, state: _Run, context: RunContext) -> None:
+    """``final.png`` (target, guide, kept image per row), ``plots/loss.png``,
+    ``candidates.png`` and ``kept/target_<t>.png``, into ``folder``."""
+    result = context.result
+    size = context.model.input_size
+    rows = []
+    for target, index in enumerate(result.best):
+        guide = context.elements[index].guide
+        rows.append(
+            [
+                context.target_images[target],
+                None if guide is None else context.guide_images[guide],
+                result.images[index],
+            ]
+        )
+    _save_png(folder / "final.png", grid(rows, size))
+    (folder / "plots").mkdir(exist_ok=True)
+    _loss_figure(state.history, context.spec.name).savefig(
+        folder / "plots" / "loss.png", pil_kwargs={"compress_level": 1}
+    )
+    if len(result.images) > len(result.best):
+        _save_png(folder / "candidates.png", grid([[im] for im in result.images], size))
+    for target, index in enumerate(result.best):  # for reports: the kept image alone
+        _save_png(
+            folder / "kept" / f"target_{target}.png",
+            grid([[result.images[index]]], size, gap=0),
+        )
+
+
 def _finish(state: _Run, context: RunContext) -> None:
-    """Store the final panels, table and metrics, then mark the run FINISHED."""
+    """Store the final panels, table and metrics, then end the run: FINISHED, or FAILED
+    with the reason when it diverged."""
     from mlflow.entities import Metric, RunTag
 
     result = context.result
@@ -294,29 +352,7 @@ def _finish(state: _Run, context: RunContext) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # The panels and the loss curves are drawn while the worker finishes the queued
         # writes.
-        folder = Path(tmp)
-        rows = []
-        for target, index in enumerate(result.best):
-            guide = context.elements[index].guide
-            rows.append(
-                [
-                    context.target_images[target],
-                    None if guide is None else context.guide_images[guide],
-                    result.images[index],
-                ]
-            )
-        _save_png(folder / "final.png", grid(rows, size))
-        (folder / "plots").mkdir()
-        _loss_figure(state.history, context.spec.name).savefig(
-            folder / "plots" / "loss.png", pil_kwargs={"compress_level": 1}
-        )
-        if len(result.images) > len(result.best):
-            _save_png(folder / "candidates.png", grid([[im] for im in result.images], size))
-        for target, index in enumerate(result.best):  # for reports: the kept image alone
-            _save_png(
-                folder / "kept" / f"target_{target}.png",
-                grid([[result.images[index]]], size, gap=0),
-            )
+        _write_panels(Path(tmp), state, context)
         state.drain()
         client, run_id = state.run()
         client.log_artifacts(run_id, tmp)
@@ -345,8 +381,31 @@ def _finish(state: _Run, context: RunContext) -> None:
                 Metric(f"{key}/t{t}", f[key], now, 0) for t, f in enumerate(flats) if key in f
             ]
     tags = [RunTag("facerecon.stop_reason", result.stop_reason)]
+    if failure := result.failure:
+        tags.append(RunTag("facerecon.error", failure))
     client.log_batch(run_id, metrics=final, tags=tags)
-    client.set_terminated(run_id, "FINISHED")
+    client.set_terminated(run_id, "FAILED" if failure else "FINISHED")
+
+
+def _save_locally(state: _Run, context: RunContext, error: BaseException) -> FaceReconError:
+    """The store failed after the solve: write the panels to ``unsaved-runs/`` instead, and
+    the one-line error that says where."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in context.spec.name)
+    folder = (Path("unsaved-runs") / f"{name}-{stamp}").resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        _write_panels(folder, state, context)
+    except Exception:  # what failed may be the drawing: the kept images alone, then
+        result, size = context.result, context.model.input_size
+        for target, index in enumerate(result.best):
+            image = grid([[result.images[index]]], size)
+            _save_png(folder / "kept" / f"target_{target}.png", image)
+    why = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+    return FaceReconError(
+        f"{context.spec.name}: the run could not be stored in MLflow ({why}); its images "
+        f"are in {folder}"
+    )
 
 
 @hookimpl(wrapper=True)
@@ -358,12 +417,26 @@ def after_run(context: RunContext) -> Generator[None, Any, Any]:
         # Other after_run hooks (e.g. feedforward's, which logs the generator) use the
         # run, and RunResult.run_id names it: wait for its creation before any of them.
         _, run_id = state.run()
-        context.extras["mlflow_run_id"] = context.result.run_id = run_id
+    except Exception as error:  # no store: the solve is done, keep its images here
+        state.pool.shutdown(wait=True)
+        raise _save_locally(state, context, error) from error
+    context.extras["mlflow_run_id"] = context.result.run_id = run_id
+    try:
         outcome = yield
-        _finish(state, context)
-    except BaseException as error:
+    except BaseException as error:  # another after_run hook failed
         _end(state, context, error)
         raise
+    try:
+        _finish(state, context)
+    except Exception as error:
+        from mlflow.exceptions import MlflowException
+
+        if isinstance(error, MlflowException):  # the store itself failed (after retries)
+            state.broken = state.broken or error
+        saved = _save_locally(state, context, error)
+        with suppress(Exception):  # ending the run FAILED is worth a try, not a traceback
+            _end(state, context, error)
+        raise saved from error
     return outcome
 
 
@@ -381,6 +454,14 @@ def _end(state: _Run, context: RunContext, error: BaseException) -> None:
         return
     client, run_id = state.run()
     context.extras["mlflow_run_id"] = run_id
+    reason = f"{type(error).__name__}: {error}"[:5000]
+    status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+    if state.broken is not None:  # the store failed: one quick try to end the run, no more
+        state.pool.shutdown(wait=True)
+        with _quick_requests():
+            client.set_tag(run_id, "facerecon.error", reason)
+            client.set_terminated(run_id, status)
+        return
     try:
         state.drain()
         if state.last_images is not None:
@@ -389,10 +470,27 @@ def _end(state: _Run, context: RunContext, error: BaseException) -> None:
                 run_id, grid([list(images)], context.model.input_size), artifact_file="last.png"
             )
     finally:
-        reason = f"{type(error).__name__}: {error}"[:5000]
         client.set_tag(run_id, "facerecon.error", reason)
-        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
         client.set_terminated(run_id, status)
+
+
+@contextmanager
+def _quick_requests() -> Generator[None, None, None]:
+    """MLflow's HTTP client without its retries (minutes, on a server that is gone) and
+    with a short timeout; MLflow reads these variables at every request."""
+    import os
+
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    saved = {key: os.environ.get(key) for key in quick}
+    os.environ.update(quick)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @hookimpl

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import numpy as np
@@ -202,10 +201,9 @@ def test_cache_is_used_then_rebuilt_when_tampered(
     (cached,) = (tmp_path / "dlib-resnet").glob("*.npz")
 
     with monkeypatch.context() as patch:
+        # conversion fails if called: the cache is used (its speed is a benchmark's business)
         patch.setattr(network, "convert", _fail_convert)
-        start = time.perf_counter()
         again = dlib_model.load_weights(weights_file)
-        assert time.perf_counter() - start < 2.0
     assert again.keys() == fresh.keys()
     for name in fresh:
         np.testing.assert_array_equal(again[name], fresh[name])

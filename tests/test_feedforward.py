@@ -19,7 +19,6 @@ from facerecon.cli import main
 from facerecon.errors import FaceReconError
 from facerecon.plugins import plugin_manager
 from facerecon.spec import validate
-from facerecon.sweep import expand
 from facerecon_plugins.feedforward import store
 from facerecon_plugins.feedforward.frames import pose_sequence, write_frames
 from facerecon_plugins.feedforward.generator import (
@@ -27,10 +26,12 @@ from facerecon_plugins.feedforward.generator import (
     GeneratorConfig,
     smooth_kernel,
 )
+from facerecon_plugins.feedforward.inference import generate
 from facerecon_plugins.feedforward.sampling import EmbeddingSampler
 from facerecon_plugins.feedforward.training import phases
 
 from . import tiny_model
+from .experiments import validated
 
 # Keras's own model saving (any model) trips this numpy 2 deprecation; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -442,6 +443,25 @@ def test_generator_for_another_model_is_refused_naming_both(in_store, tmp_path):
     assert missing.exit_code == 1 and "no MLflow model there" in missing.output
 
 
+def test_empty_strings_or_nan_embeddings_are_refused_in_one_line(tmp_path):
+    gen = Generator.build(config(32, 16, filters=4))
+    np.save(tmp_path / "empty.npy", np.zeros((0, 16), np.float32))
+    np.save(tmp_path / "words.npy", np.array(["x"] * 16))
+    np.savez(tmp_path / "two.npz", a=np.zeros(16), b=np.ones(16))
+    nan = np.zeros((2, 16), np.float32)
+    nan[1, 3] = np.nan
+    for source, message in [
+        (tmp_path / "empty.npy", r"empty.npy: embedding of shape \(0, 16\) holds no rows"),
+        (tmp_path / "words.npy", r"words.npy: embedding of dtype <U1; expected numbers"),
+        (tmp_path / "two.npz", r"two.npz: an .npz archive \(a, b\); save one array"),
+        (nan, r"^embedding: embedding holds NaN or infinite values$"),
+        (np.zeros((0, 16), np.float32), r"^embedding: embedding of shape \(0, 16\) holds no"),
+    ]:
+        with pytest.raises(FaceReconError, match=message):
+            generate(gen, source, output=tmp_path / "out.png")
+    assert not (tmp_path / "out.png").exists()
+
+
 def test_interrupted_training_keeps_its_checkpoint_and_resumes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     spec = {
@@ -518,9 +538,8 @@ def test_the_paper_figures_have_feedforward_specs():
 
 
 @pytest.mark.parametrize("path", FF_SPECS, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_feedforward_and_paper_specs_validate_with_every_sweep_variant(path):
-    (spec,) = api.validate(path)
-    variants = [v.spec for v in expand(spec)] if spec.sweep else [spec]
+def test_feedforward_and_paper_specs_validate_with_every_sweep_variant(path, tmp_path):
+    variants = validated(path, tmp_path)  # Fig. 11's frames are made by a command first
     for variant in variants:
         assert variant.model.name == "dlib-resnet"
     if path.name.startswith("table1"):  # Table 1 compares generator sizes

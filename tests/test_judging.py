@@ -13,10 +13,11 @@ import yaml
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
-from facerecon import Detection, Detector, hookimpl
+from facerecon import Detection, Detector, api, hookimpl
 from facerecon.cli import main
 from facerecon.faces import resize
 from facerecon.plugins import plugin_manager
+from facerecon.spec import validate
 
 from .tiny_model import TinyModel
 
@@ -31,8 +32,10 @@ class JudgeModel(TinyModel):
         if not hasattr(self, "_net"):
             keras.utils.set_random_seed(1)
             x = inputs = keras.Input((32, 32, 3))
-            x = keras.layers.Conv2D(6, 3, strides=2, activation="tanh")(x)
-            x = keras.layers.GlobalAveragePooling2D()(x)
+            # centred pixels through a random projection: different photos, different rows
+            x = keras.layers.Rescaling(2.0, -1.0)(x)
+            x = keras.layers.Conv2D(4, 4, strides=4)(x)
+            x = keras.layers.Flatten()(x)
             self._net = keras.Model(inputs, keras.layers.Dense(8)(x), name="judge")
         return self._net
 
@@ -81,8 +84,9 @@ def judges():
 
 
 def photo(path, seed):
+    # coarse colour blocks: photos that even a tiny network tells apart
     rng = np.random.default_rng(seed)
-    image = (rng.random((40, 40, 3)) * 255).astype(np.uint8)
+    image = (np.kron(rng.random((4, 4, 3)), np.ones((10, 10, 1))) * 255).astype(np.uint8)
     skimage.io.imsave(path, image, check_contrast=False)
     return image.astype(np.float32) / 255
 
@@ -167,7 +171,10 @@ def test_the_default_judges_are_the_available_calibrated_models(judges):
 
     reg = registry()
     chosen, skipped = judge_names(
-        validate({"name": "d", "model": {"name": "tiny"}, "targets": [{"image": "x.png"}]}), reg
+        validate(
+            {"name": "d", "model": {"name": "tiny"}, "targets": [{"image": "builtin:astronaut"}]}
+        ),
+        reg,
     )
     calibrated = [n for n in reg.names("model") if reg.get("model", n).thresholds]
     assert "tiny-judge" in chosen and "tiny" not in chosen
@@ -175,7 +182,13 @@ def test_the_default_judges_are_the_available_calibrated_models(judges):
     assert sorted([*chosen, *skipped]) == sorted(calibrated)
     # a judge is never the optimized model itself
     chosen, _ = judge_names(
-        validate({"name": "d", "model": {"name": "tiny-judge"}, "targets": [{"image": "x"}]}),
+        validate(
+            {
+                "name": "d",
+                "model": {"name": "tiny-judge"},
+                "targets": [{"image": "builtin:astronaut"}],
+            }
+        ),
         reg,
     )
     assert "tiny-judge" not in chosen
@@ -229,3 +242,56 @@ def test_a_same_person_photo_without_a_face_stops_before_solving(tmp_path, store
     assert result.exit_code != 0
     assert "targets[0].same_person[1]" in result.output and "no face" in result.output
     assert "tiny-judge" in result.output
+
+
+def test_impostor_rank_counts_other_peoples_photos_scoring_as_high(tmp_path, store, judges):
+    photos = {name: photo(tmp_path / f"{name}.png", i) for i, name in enumerate("abc")}
+    crowd = tmp_path / "crowd"
+    crowd.mkdir()
+    others = [photo(crowd / f"p{i}.png", 10 + i) for i in range(6)]
+    skimage.io.imsave(crowd / "a.png", (photos["a"] * 255).round().astype(np.uint8))
+    data = spec(tmp_path, models=["tiny-judge"], detector=None, impostors="crowd")
+    data["targets"] = data["targets"][:1]
+    data["tracking"] = {"enabled": False}
+    result = api.run(validate(data, base_dir=tmp_path))
+    judged = result.judges[0]["tiny-judge"]
+
+    net = JudgeModel().network()
+    recon = unit(net(resize(result.images[result.best[0]][4:-4, 4:-4], 32)[None]).numpy())[0]
+    # the target's own photo in the crowd is left out: only the six others are impostors
+    impostors = unit(net(np.stack([resize(o, 32) for o in others])).numpy()) @ recon
+    assert judged["impostor_max"] == pytest.approx(float(impostors.max()), abs=1e-5)
+    assert judged["type1_rank"] == 1 + int(np.sum(impostors >= judged["type1"]))
+    assert judged["type2_rank"] == 1 + int(np.sum(impostors >= judged["type2_mean"]))
+
+
+def test_a_collections_mean_face_is_cached_and_matches_numpy(tmp_path, monkeypatch):
+    from facerecon import faces
+
+    monkeypatch.setenv("FACERECON_CACHE_DIR", str(tmp_path / "cache"))
+    model = TinyModel()
+    expected = np.mean(
+        [resize(faces.as_rgb(im), 32) for im in faces.read_images("builtin:lfw")[:100]], axis=0
+    )
+    first = faces.mean_chip(model, "builtin:lfw", False)
+    np.testing.assert_allclose(first, expected, atol=1e-5)
+    (cached,) = (tmp_path / "cache" / "means").iterdir()
+    np.save(cached, np.zeros_like(first))  # the second call reads the cache, not the photos
+    assert np.all(faces.mean_chip(model, "builtin:lfw", False) == 0)
+
+
+def test_sweep_summary_carries_each_variants_judge_means(tmp_path, store, judges):
+    for i, name in enumerate("abc"):
+        photo(tmp_path / f"{name}.png", i)
+    data = spec(tmp_path, models=["tiny-judge"], detector=None)
+    data["sweep"] = {"variants": [{"name": "slow", "set": {"solver.lr": 0.001}}, {"name": "fast"}]}
+    data["sweep"]["variants"][1]["set"] = {"solver.lr": 0.05}
+    ctx = api.sweep(validate(data, base_dir=tmp_path))
+    client = MlflowClient(store)
+    parent = ctx.extras["mlflow_run_id"]
+    table = json.loads(Path(client.download_artifacts(parent, "summary.json")).read_text())
+    rows = dict(zip(table["columns"], zip(*table["data"], strict=True), strict=True))
+    for outcome, value in zip(ctx.outcomes, rows["judge/tiny-judge/type1"], strict=True):
+        child = client.get_run(outcome.run_id)
+        assert value == pytest.approx(child.data.metrics["judge/tiny-judge/type1"])
+        assert outcome.judges["judge/tiny-judge/type1"] == pytest.approx(value)

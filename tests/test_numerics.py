@@ -5,9 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.ndimage
+import skimage.io
 import tensorflow as tf
 
 from facerecon import pyramid
+from facerecon.errors import FaceReconError
+from facerecon.faces import as_rgb, read_photo
 from facerecon.kinds import PrepareContext
 from facerecon.schedules import Schedule
 from facerecon_plugins.dot import Dot
@@ -175,20 +178,61 @@ def test_gaussian_eq5_matches_numpy_and_is_zero_at_the_mean():
     np.testing.assert_allclose(at_mean, 0, atol=1e-6)
 
 
+@pytest.mark.parametrize("count", [1, 5])
+def test_gaussian_needs_a_collection_with_spread(count):
+    # one image, or five equal ones: Eq. 5's s_n are all 0 and the prior would be 0/0 = NaN
+    collection = np.full((count, 4, 4, 2), 0.5, np.float32)
+    prior = GaussianPrior(GaussianPrior.Params(layers={"conv": 1.0}, images="builtin:x"))
+    context = PrepareContext(
+        model=None,
+        forward=lambda imgs, taps: (None, {"conv": imgs}),
+        guides=None,
+        load_images=lambda s, a: collection,
+    )
+    with pytest.raises(FaceReconError) as info:
+        prior.prepare(context)
+    assert info.value.lines == [
+        "gaussian.images: 'builtin:x' names 1 image(s); the prior needs two or more "
+        "different faces (e.g. builtin:lfw or a folder)"
+        if count == 1
+        else "gaussian.images: every image of 'builtin:x' is the same at layer 'conv' "
+        "(spread 0); give a collection of different faces"
+    ]
+
+
+# ---- images ------------------------------------------------------------------------------------
+
+
+def test_16_bit_photos_are_scaled_by_their_range(tmp_path):
+    gray = np.full((8, 8), 30000, np.uint16)
+    gray[0, 0] = 65535
+    skimage.io.imsave(tmp_path / "gray16.png", gray, check_contrast=False)
+    assert skimage.io.imread(tmp_path / "gray16.png").dtype == np.uint16  # a real 16-bit PNG
+    photo = read_photo(tmp_path / "gray16.png")
+    assert photo[1, 1] == pytest.approx([30000 / 65535] * 3) and photo[0, 0, 0] == 1.0
+    rgb = np.zeros((8, 8, 3), np.uint16)
+    rgb[..., 0], rgb[..., 2] = 1000, 50000
+    skimage.io.imsave(tmp_path / "rgb16.tif", rgb, check_contrast=False)
+    assert read_photo(tmp_path / "rgb16.tif")[3, 3] == pytest.approx(
+        [1000 / 65535, 0, 50000 / 65535]
+    )
+    assert as_rgb(np.array([[0, 51, 255]], np.uint8))[0, :, 0] == pytest.approx([0, 0.2, 1])
+
+
 # ---- Laplacian pyramid -----------------------------------------------------------------------
 
 K = np.outer([1, 4, 6, 4, 1], [1, 4, 6, 4, 1]) / 256.0
 
 
-def _reduce_np(x):  # TF 'SAME' with stride 2 on an even size centres output i on input 2i+1
-    f = scipy.ndimage.convolve(x, K, mode="constant")
-    return f[1::2, 1::2]
+def _reduce_np(x):  # Burt & Adelson: output i centred on input 2i, borders mirrored
+    f = scipy.ndimage.convolve(x, K, mode="mirror")
+    return f[::2, ::2]
 
 
 def _expand_np(lo, shape):
     z = np.zeros(shape)
-    z[1::2, 1::2] = lo
-    return scipy.ndimage.convolve(z, 4 * K, mode="constant")
+    z[::2, ::2] = lo
+    return scipy.ndimage.convolve(z, 4 * K, mode="mirror")
 
 
 def bands_np(x, levels):
@@ -210,26 +254,48 @@ def test_pyramid_matches_numpy_and_reconstructs():
     np.testing.assert_allclose(pyramid.merge(bands), p, atol=1e-5)
 
 
+@pytest.mark.parametrize("size", [(32, 32), (31, 17), (150, 150)])
+def test_a_flat_image_has_no_band_energy(size):
+    # Zero padding made the border of a flat image a band edge (RMS 0.04 to 0.07).
+    flat = np.full((1, *size, 3), 0.6, np.float32)
+    bands = pyramid.split(tf.constant(flat), 6)
+    for band in bands[:-1]:
+        np.testing.assert_allclose(band, 0, atol=1e-6)
+    np.testing.assert_allclose(bands[-1], 0.6, atol=1e-6)
+    assert float(LaplacianPyramid()(tf.constant(flat), {})[0]) == pytest.approx(
+        sum((0.01 * 2.0**n) ** 2 for n in range(1, 5)), rel=1e-4
+    )
+
+
 def test_laplacian_regularizer_eq12_matches_numpy():
+    # Eq. 12 sums n = 1..N; L_0 = g_0 - expand(g_1), the finest band, is left out.
     p = images(2, 32, 32)
     params = LaplacianPyramid.Params(levels=3, beta=0.5, norm=0.02)
     got = LaplacianPyramid(params)(tf.constant(p), {})
     for b in range(2):
-        per_channel = [bands_np(p[b, :, :, c].astype(np.float64), 3) for c in range(3)]
+        per_channel = [bands_np(p[b, :, :, c].astype(np.float64), 4) for c in range(3)]
         expected = 0.0
         for n in range(1, 4):
-            band = np.stack([pc[n - 1] for pc in per_channel], -1)
+            band = np.stack([pc[n] for pc in per_channel], -1)
             expected += (np.sqrt((band**2).mean()) - 0.02 * 2 ** (0.5 * n)) ** 2
         assert float(got[b]) == pytest.approx(expected, rel=1e-4)
 
 
 def test_lap_normalize_gives_unit_rms_bands():
-    g = tf.constant(images(1, 32, 32) * 1e-3)
-    bands_in = pyramid.split(g, 3)
-    out = pyramid.normalize(g, 3)
-    # normalizing is linear per band: merging scaled bands equals normalize's output
-    scaled = [b / np.sqrt(np.mean(b.numpy() ** 2)) for b in bands_in]
-    np.testing.assert_allclose(out, pyramid.merge(scaled), rtol=1e-4, atol=1e-4)
+    g = images(2, 32, 32).astype(np.float64) * 1e-3
+    out = pyramid.normalize(tf.constant(g, tf.float32), 3).numpy()
+    for b in range(2):
+        # numpy bands of each channel, each band scaled to unit RMS over the image, merged
+        per_channel = [bands_np(g[b, :, :, c], 3) for c in range(3)]
+        bands = [np.stack([pc[k] for pc in per_channel], -1) for k in range(4)]
+        scaled = [band / np.sqrt(np.mean(band**2)) for band in bands]
+        assert [np.sqrt(np.mean(s**2)) for s in scaled] == pytest.approx([1.0] * 4)
+        merged = scaled[-1]
+        for band in reversed(scaled[:-1]):
+            merged = band + np.stack(
+                [_expand_np(merged[:, :, c], band.shape[:2]) for c in range(3)], -1
+            )
+        np.testing.assert_allclose(out[b], merged, rtol=1e-3, atol=1e-3)
 
 
 # ---- schedules -------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pluggy
@@ -239,9 +240,16 @@ def test_duplicate_names_are_an_error_naming_both_plugins():
 
 def test_builtins_register_through_entry_points():
     import importlib.metadata
+    import tomllib
 
     eps = {ep.name: ep for ep in importlib.metadata.entry_points(group="facerecon")}
+    pyproject = tomllib.loads(
+        (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    )
+    declared = pyproject["project"]["entry-points"]["facerecon"]
+    assert {"feedforward", "faceres"} <= set(declared)
     for name in (
+        *declared,
         "l2",
         "dot",
         "tv",
@@ -269,3 +277,4 @@ def test_builtins_register_through_entry_points():
         assert eps[name].value.startswith("facerecon_plugins.")
     reg = registry()
     assert reg.by_kind["regularizer"]["tv"].distribution == "facerecon"
+    assert reg.by_kind["solver"]["feedforward"].distribution == "facerecon"

@@ -184,6 +184,9 @@ def test_embedding_targets_and_their_checks(tmp_path):
     np.save(tmp_path / "e.npy", e)
     np.save(tmp_path / "wrong.npy", e[:, :8])
     np.save(tmp_path / "unit.npy", e / np.linalg.norm(e, axis=1, keepdims=True))
+    np.save(tmp_path / "empty.npy", e[:0])
+    np.save(tmp_path / "words.npy", np.array(["a", "b"]))
+    np.savez(tmp_path / "e.npz", e=e)
     base = {
         **SPEC,
         "guides": [],
@@ -196,7 +199,15 @@ def test_embedding_targets_and_their_checks(tmp_path):
     unit = validate(
         {**base, "targets": [{"embedding": "unit.npy", "normalized": True}]}, base_dir=tmp_path
     )
-    assert np.all(api.run(unit).terms["distance"] < 2.0)
+    result = api.run(unit)
+    # with `normalized: true`, F(p) is normalized before it is compared with the target
+    raw = api.embed_images(result.images, "tiny")
+    mine = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    goal = np.load(tmp_path / "unit.npy")
+    np.testing.assert_allclose(
+        result.terms["distance"], np.linalg.norm(mine - goal, axis=1), rtol=1e-4, atol=1e-5
+    )
+    np.testing.assert_allclose(result.terms["cosine"], (mine * goal).sum(1), atol=1e-5)
     from facerecon.errors import FaceReconError
 
     for target, message in [
@@ -207,6 +218,9 @@ def test_embedding_targets_and_their_checks(tmp_path):
         ),
         ({"embedding": "e.npy", "normalized": True}, "`normalized: true` but the norms are"),
         ({"embedding": "nope.npy"}, "nope.npy: embedding file not found"),
+        ({"embedding": "empty.npy"}, r"empty.npy: embedding of shape \(0, 16\) holds no rows"),
+        ({"embedding": "words.npy"}, r"words.npy: embedding of dtype <U1; expected numbers"),
+        ({"embedding": "e.npz"}, r"e.npz: an .npz archive \(e\); save one array with numpy.save"),
         ({"image": "nope.jpg"}, "nope.jpg: file not found"),
         ({"image": "builtin:astronot"}, "no such built-in face.*did you mean 'astronaut'"),
     ]:
@@ -232,3 +246,54 @@ def test_cli_validate_layers_embed(tmp_path):
     assert emb.exit_code == 0, emb.output
     assert np.load(out).shape == (16,)
     assert "face at (0, 0)-(512, 512)" in emb.output
+    deep = tmp_path / "new" / "folder" / "e.npy"
+    made = runner.invoke(main, ["embed", "builtin:astronaut", "--model", "tiny", "-o", str(deep)])
+    assert made.exit_code == 0, made.output
+    assert np.load(deep).shape == (16,) and str(deep) in made.output.replace("\n", "")
+    txt = runner.invoke(
+        main, ["embed", "builtin:astronaut", "--model", "tiny", "-o", str(tmp_path / "e.txt")]
+    )
+    assert txt.exit_code == 1 and "Traceback" not in txt.output
+    assert "e.txt: embeddings are written as .npy; name the file *.npy" in txt.output
+    assert not list(tmp_path.glob("e.txt*"))  # numpy would have written e.txt.npy
+
+
+def test_restarts_from_one_start_image_are_not_identical_copies():
+    from facerecon.runner import prepare
+
+    spec = validate(
+        {**SPEC, "targets": SPEC["targets"][:1], "restarts": 3, "tracking": {"enabled": False}}
+    )
+    context, _, _ = prepare(spec)
+    init = context.extras["init"]
+    assert init.shape == (2 * 3, 32, 32, 3) and init.dtype == np.float32
+    for i, element in enumerate(context.elements):
+        guide = context.guide_images[element.guide]
+        if element.restart == 0:
+            np.testing.assert_array_equal(init[i], guide)  # the first keeps the guide exactly
+        else:  # the others start from seeded noise (std init.noise) around it
+            assert 0.05 < np.std(init[i] - guide) < 0.15
+    assert len({init[i].tobytes() for i in range(len(init))}) == len(init)
+    again, _, _ = prepare(spec)
+    np.testing.assert_array_equal(again.extras["init"], init)
+
+
+def test_run_says_which_face_of_a_photo_it_used(tmp_path, store, monkeypatch):
+    from facerecon import FaceChip
+    from facerecon.faces import resize
+
+    from .tiny_model import TinyModel
+
+    def two_faces(self, photo):
+        h, w = photo.shape[:2]
+        small = FaceChip(np.zeros((32, 32, 3), np.float32), (10, 20, 30, 40))
+        return [FaceChip(resize(photo, 32), (0, 0, w, h)), small]
+
+    monkeypatch.setattr(TinyModel, "align", two_faces)
+    spec = {**SPEC, "solver": {"name": "adam", "steps": 2}}
+    result = CliRunner().invoke(main, ["run", write(tmp_path, spec)])
+    assert result.exit_code == 0, result.output
+    note = "targets[0] builtin:astronaut: face at (0, 0)-(512, 512), the largest of 2 faces"
+    assert note in result.output
+    tags = only_run(MlflowClient(store)).data.tags
+    assert tags["facerecon.target_faces"].startswith(note + "; targets[1] builtin:grace-hopper")

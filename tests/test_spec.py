@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from facerecon import datasets
 from facerecon.errors import FaceReconError
 from facerecon.spec import load, validate
+
+from .experiments import EXPERIMENTS, SPECS, validated
 
 BASE = {"name": "t", "model": {"name": "tiny"}, "targets": [{"image": "builtin:astronaut"}]}
 
@@ -132,3 +135,126 @@ def test_every_line_of_a_file_is_prefixed_with_its_path(tmp_path):
         load(path)
     assert len(info.value.lines) == 2
     assert all(line.startswith(f"{path}: ") for line in info.value.lines)
+
+
+def test_unreadable_spec_files_are_one_line_each(tmp_path, monkeypatch):
+    with pytest.raises(FaceReconError) as info:
+        load(tmp_path)
+    assert info.value.lines == [f"{tmp_path}: is a folder; give a YAML spec file"]
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(FaceReconError) as info:
+        load(latin)
+    assert info.value.lines == [f"{latin}: not a UTF-8 text file (byte 9); save the spec as UTF-8"]
+    locked = tmp_path / "locked.yaml"
+    locked.write_text("name: t\n")
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(type(locked), "read_text", refuse)  # tests may run as root
+    with pytest.raises(FaceReconError) as info:
+        load(locked)
+    assert info.value.lines == [f"{locked}: spec file not readable (permission denied)"]
+
+
+def test_duplicate_yaml_keys_are_refused_with_their_lines(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text(
+        "name: t\nmodel: {name: tiny}\ntargets: [{image: builtin:astronaut}]\n"
+        "seed: 1\nsolver: {name: adam, lr: 0.1, lr: 0.2}\n"
+    )
+    with pytest.raises(FaceReconError) as info:
+        load(path)
+    assert info.value.lines == [
+        f"{path}: line 5, column 31: not valid YAML: duplicate key 'lr' (first on line 5)"
+    ]
+    path.write_text(path.read_text().replace("lr: 0.2", "steps: 3") + "seed: 2\n")
+    with pytest.raises(FaceReconError) as info:
+        load(path)
+    assert info.value.lines == [
+        f"{path}: line 6, column 1: not valid YAML: duplicate key 'seed' (first on line 4)"
+    ]
+
+
+def test_regularizer_labels_must_be_unique_and_not_reserved():
+    lines = errors(
+        {
+            **BASE,
+            "loss": {
+                "regularizers": [
+                    {"name": "tv"},
+                    {"name": "tv"},
+                    {"name": "mirror", "label": "tv_2"},
+                    {"name": "mirror", "label": "distance"},
+                ]
+            },
+        }
+    )
+    assert lines == [
+        "loss.regularizers[2].label: 'tv_2' is already the label of loss.regularizers[1]; "
+        "give each term its own `label`",
+        "loss.regularizers[3].label: 'distance' is reserved for the objective's own results "
+        "(total, embedding, distance, cosine); give the term another `label`",
+    ]
+    validate({**BASE, "loss": {"regularizers": [{"name": "tv"}, {"name": "tv", "label": "a"}]}})
+
+
+def test_a_guided_generator_needs_guides():
+    (line,) = errors({**BASE, "solver": {"name": "feedforward", "generator": {"kind": "guided"}}})
+    assert line == "solver.generator.kind: 'guided' needs at least one entry under `guides`"
+
+
+def test_identical_restarts_are_refused():
+    (line,) = errors({**BASE, "restarts": 3, "init": {"kind": "mean", "noise": 0}})
+    assert line == (
+        "init.noise: 0 with restarts: 3 and init.kind: 'mean' would solve identical copies; "
+        "give noise > 0 or restarts: 1"
+    )
+
+
+def test_missing_files_are_found_before_anything_runs(tmp_path):
+    (tmp_path / "there.jpg").write_bytes(b"")
+    lines = errors_in(
+        tmp_path,
+        {
+            **BASE,
+            "targets": [
+                {"image": "there.jpg", "same_person": ["there.jpg", "gone.jpg"]},
+                {"embedding": "e.npy", "photo": "builtin:obama/9"},
+                {"image": "builtin:radar/3"},  # a dataset built-in, checked by name only
+            ],
+            "guides": [{"image": "guides/"}],
+            "init": {"kind": "image", "image": "start.png"},
+        },
+    )
+    assert lines == [
+        f"targets[0].same_person[1]: {tmp_path / 'gone.jpg'}: file not found (got 'gone.jpg')",
+        f"targets[1].embedding: {tmp_path / 'e.npy'}: embedding file not found (got 'e.npy')",
+        "targets[1].photo: builtin:obama/9: no such built-in face; choose from "
+        + lines[2].split("choose from ", 1)[1],
+        f"guides[0].image: {tmp_path / 'guides'}: file not found (got 'guides/')",
+        f"init.image: {tmp_path / 'start.png'}: file not found (got 'start.png')",
+    ]
+    assert "obama/<i> with i in 1..3" in lines[2]
+
+
+def errors_in(base_dir, raw) -> list[str]:
+    with pytest.raises(FaceReconError) as info:
+        validate(raw, base_dir=base_dir)
+    return info.value.lines
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: str(p.relative_to(EXPERIMENTS)))
+def test_every_experiment_validates_without_fetching(path, tmp_path, monkeypatch):
+    def no_fetch(name):
+        raise AssertionError(f"validation fetched {name}")
+
+    monkeypatch.setattr(datasets, "ensure", no_fetch)
+    assert validated(path, tmp_path)
+
+
+def test_the_experiments_are_all_checked():
+    names = {str(p.relative_to(EXPERIMENTS)) for p in SPECS}
+    assert {"quickstart.yaml", "paper/fig1-techniques.yaml", "feedforward/train-dlib.yaml"} <= names
+    assert len(names) >= 15

@@ -72,6 +72,28 @@ def test_bad_sweeps_are_refused_before_anything_runs():
     ]
 
 
+def test_duplicate_variant_names_are_refused():
+    # Outcomes are keyed by name: a second 'a' used to overwrite the first one's outcome.
+    with pytest.raises(FaceReconError) as info:
+        expand(
+            sweep_spec(
+                {
+                    "variants": [
+                        {"name": "a", "set": {"solver.lr": 0.1}},
+                        {"name": "b", "set": {"solver.lr": 0.2}},
+                        {"name": "a", "set": {"solver.lr": 0.3}},
+                    ]
+                }
+            )
+        )
+    assert info.value.lines == [
+        "sweep.variants[2].name: variant name 'a' is already used by variant 0; "
+        "give every variant its own `name`"
+    ]
+    with pytest.raises(FaceReconError, match=r"variant 1: variant name 'solver.lr=0.1' is"):
+        expand(sweep_spec({"grid": {"solver.lr": [0.1, 0.1]}}))
+
+
 class Record:
     def __init__(self):
         self.calls = []
@@ -91,6 +113,8 @@ class Record:
 
 def test_in_process_sweep_with_a_failing_variant(store, tmp_path):
     record = Record()
+    # a file that is there (validation checks that) but is no image: it fails when it runs
+    (tmp_path / "broken.png").write_text("not an image")
     plugin_manager().register(record)
     try:
         ctx = api.sweep(
@@ -98,7 +122,7 @@ def test_in_process_sweep_with_a_failing_variant(store, tmp_path):
                 {
                     "variants": [
                         {"name": "a", "set": {"solver.lr": 0.01}},
-                        {"name": "broken", "set": {"targets[1].image": "missing.png"}},
+                        {"name": "broken", "set": {"targets[1].image": "broken.png"}},
                         {"name": "c", "set": {"solver": {"name": "sgd", "steps": 3}}},
                     ]
                 }
@@ -114,7 +138,7 @@ def test_in_process_sweep_with_a_failing_variant(store, tmp_path):
         "after_sweep",
     ]
     assert [o.status for o in ctx.outcomes] == ["FINISHED", "FAILED", "FINISHED"]
-    assert "missing.png: file not found" in ctx.outcomes[1].error
+    assert "broken.png: not a readable image" in ctx.outcomes[1].error
     client = MlflowClient(store)
     parent = client.get_run(ctx.extras["mlflow_run_id"])
     assert parent.info.status == "FINISHED"

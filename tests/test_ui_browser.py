@@ -24,9 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from facerecon import api
+from facerecon import api, tracking
 from facerecon.plugins import plugin_manager
 from facerecon.spec import validate
+from facerecon_plugins.mlflow_tracking import _experiment_id
 
 from . import tiny_model
 from .servers import Server, free_port, serving
@@ -96,8 +97,6 @@ def _spec(name: str, seed: int) -> dict:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """Two finished runs in a fresh sqlite store, and `facerecon ui` serving it."""
-    from mlflow import MlflowClient
-
     folder = tmp_path_factory.mktemp("ui-browser")
     uri = f"sqlite:///{folder}/mlflow.db"
     pm = plugin_manager()
@@ -106,8 +105,9 @@ def served(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         mp.chdir(folder)
-        # the store exists before the server starts, so it boots while the runs are logged
-        experiment_id = MlflowClient(uri).create_experiment("ui-browser")
+        # the store exists before the server starts, so it boots while the runs are logged;
+        # the experiment is made as facerecon makes it (tagged for the model-training view)
+        experiment_id = _experiment_id(tracking.client(uri), "ui-browser")
         port = free_port()
         cmd = [sys.executable, "-m", "facerecon.cli", "ui", "--port", str(port)]
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
@@ -198,6 +198,19 @@ def test_rest_serves_the_step_images_final_png_and_metrics(served):
         for r in served.run_ids
     }
     assert names == {name for name, _ in RUNS}
+    experiment = served.get_json(
+        "/api/2.0/mlflow/experiments/get", experiment_id=served.experiment_id
+    )
+    tags = {t["key"]: t["value"] for t in experiment["experiment"]["tags"]}
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_the_experiment_opens_in_the_model_training_view(page, served):
+    # no `workflowType` in the URL: the experiment's kind tag alone picks the view, whose
+    # runs table names the runs (the GenAI view opens on traces and evaluations instead)
+    page.goto(f"{served.base}/#/experiments/{served.experiment_id}")
+    for name, _ in RUNS:
+        page.get_by_text(name, exact=True).first.wait_for(state="visible", timeout=TIMEOUT_MS)
 
 
 def test_run_metrics_tab_shows_the_image_and_its_step_slider(page, served):

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 from pydantic import BaseModel, ConfigDict, Field
 
+from facerecon.embeddings import check_rows, numeric
 from facerecon.errors import FaceReconError
 from facerecon.kinds import FaceModel
 
@@ -302,13 +303,14 @@ class Generator:
         """Embeddings as (N, D) and guides as (N, S, S, 3) float32, or an error naming both
         sides. One guide (S, S, 3) is repeated for every embedding."""
         c = self.config
-        rows = np.atleast_2d(np.asarray(embeddings, np.float32))
+        rows = np.atleast_2d(numeric(embeddings, where))
         if rows.ndim != 2 or rows.shape[1] != c.embedding_size:
             raise FaceReconError(
                 f"{where}: embedding of shape {tuple(np.shape(embeddings))}; the generator "
                 f"takes {c.embedding_size}-d embeddings (model {c.model!r}): shape "
                 f"({c.embedding_size},) or (N, {c.embedding_size})"
             )
+        check_rows(rows, where)
         if self.guided and guides is None:
             raise FaceReconError(f"{where}: the {c.describe()} needs a guide image")
         if not self.guided and guides is not None:

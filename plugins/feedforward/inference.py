@@ -10,6 +10,7 @@ import numpy as np
 import skimage.io
 
 from facerecon import faces
+from facerecon.embeddings import read_npy
 from facerecon.errors import FaceReconError
 
 from . import store
@@ -32,13 +33,7 @@ class Generated:
 
 def read_embeddings(path: str | Path) -> np.ndarray:
     """An .npy of one (D,) or many (N, D) embeddings."""
-    path = Path(path)
-    if not path.exists():
-        raise FaceReconError(f"{path}: embedding file not found")
-    try:
-        return np.load(path, allow_pickle=False)
-    except Exception as exc:
-        raise FaceReconError(f"{path}: not a .npy array ({type(exc).__name__}: {exc})") from None
+    return read_npy(path)
 
 
 def output_paths(output: str | Path, count: int) -> list[Path]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from facerecon import hookimpl
+from facerecon import hookimpl, tracking
 from facerecon.context import RunContext
 from facerecon.panels import grid
 from facerecon.tracking import tracking_uri
@@ -91,11 +91,14 @@ def _scatter(evaluation: Evaluation):
 def log_evaluation(evaluation: Evaluation, experiment: str, run_name: str) -> str:
     """One MLflow run with the evaluation's table, summary, scatter and images; its id."""
     import matplotlib.pyplot as plt
-    import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri())
+    client = tracking.client()
     found = client.get_experiment_by_name(experiment)
-    exp_id = found.experiment_id if found else client.create_experiment(experiment)
+    exp_id = (
+        found.experiment_id
+        if found
+        else client.create_experiment(experiment, tags=tracking.EXPERIMENT_KIND)
+    )
     tags = {"facerecon.kind": "evaluation", "facerecon.spec": evaluation.spec.name}
     if evaluation.iterative_run_id:
         tags["facerecon.iterative_run"] = evaluation.iterative_run_id
