@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,9 +56,55 @@ def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
+#: per target, what each judge says (key in a judge's scores -> column suffix)
+TARGET_SCORES = {
+    "type1": "I",
+    "type1_rank": "I rank",
+    "type2_mean": "II",
+    "type2_rank": "II rank",
+    "face": "face",
+}
+
+
+def _per_target(client, run) -> list[dict[str, str]]:
+    """One row per kept reconstruction of a run: the dlib distance and every judge's
+    scores, read from the run's ``candidates.json``."""
+    try:
+        path = client.download_artifacts(run.info.run_id, "candidates.json")
+    except Exception:  # a run that failed before its table was written
+        return []
+    table = json.loads(Path(path).read_text())
+    columns = {name: [row[i] for row in table["data"]] for i, name in enumerate(table["columns"])}
+    kept = [i for i, k in enumerate(columns["kept"]) if k]
+    rows = []
+    for target, i in enumerate(kept):
+        row = {"run": run.info.run_name or run.info.run_id, "target": str(target)}
+        row["distance"] = _fmt(columns["distance"][i])
+        for judge, scores in json.loads(columns.get("judges", ["{}"] * (i + 1))[i]).items():
+            for key, label in TARGET_SCORES.items():
+                if key in scores:
+                    value = scores[key]
+                    shown = str(value) if isinstance(value, bool | int) else f"{value:.3f}"
+                    row[f"{judge} {label}"] = shown
+        rows.append(row)
+    return rows
+
+
+def _write_table(out: Path, stem: str, columns: list[str], rows: list[dict[str, str]]) -> None:
+    """``<stem>.csv`` and ``<stem>.md`` in ``out``."""
+    with open(out / f"{stem}.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(row.get(c, "") for c in columns) + " |" for row in rows]
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+
+
 def report(experiment: str, folder: str | Path | None = None, *, log: bool = True) -> Report:
     """Gather every run of ``experiment`` (sweep parents and earlier reports excluded) into
-    ``figure.png``, ``table.csv`` and ``table.md`` in ``folder`` (default
+    ``figure.png``, ``table.csv`` and ``table.md`` (``targets.csv``/``.md``: one row per
+    target and run, with the judges' scores) in ``folder`` (default
     ``reports/<experiment>``), and log them as a ``report`` run of the experiment."""
     import matplotlib.pyplot as plt
     from mlflow import MlflowClient
@@ -112,13 +159,11 @@ def report(experiment: str, folder: str | Path | None = None, *, log: bool = Tru
     out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / "figure.png", dpi=100)
     curves.savefig(out / "distance.png", dpi=100)
-    with open(out / "table.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-    lines += ["| " + " | ".join(row[c] for c in columns) + " |" for row in rows]
-    (out / "table.md").write_text("\n".join(lines) + "\n")
+    _write_table(out, "table", columns, rows)
+    targets = [row for run in runs for row in _per_target(client, run)]
+    target_columns = list(dict.fromkeys(c for row in targets for c in row))
+    if targets:
+        _write_table(out, "targets", target_columns, targets)
     run_id = None
     if log:
         run = client.create_run(
@@ -132,6 +177,8 @@ def report(experiment: str, folder: str | Path | None = None, *, log: bool = Tru
         client.log_table(
             run_id, {c: [row[c] for row in rows] for c in columns}, artifact_file="report.json"
         )
+        if targets:
+            client.log_artifact(run_id, str(out / "targets.csv"))
         client.set_terminated(run_id, "FINISHED")
     plt.close(fig)
     plt.close(curves)

@@ -11,7 +11,6 @@ file can never leave some layers random.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import socket
@@ -23,6 +22,7 @@ import numpy as np
 from facerecon import FaceChip, FaceModel, FaceReconError, hookimpl
 from facerecon.faces import as_rgb
 from facerecon.kinds import Params as BaseParams
+from facerecon_plugins.detectors import mtcnn
 
 if TYPE_CHECKING:
     import keras
@@ -223,13 +223,6 @@ def weights_path(key: str, local: str | None = None) -> str:
     return cached
 
 
-@functools.cache
-def _detector():
-    from mtcnn import MTCNN
-
-    return MTCNN()
-
-
 class FaceNet(FaceModel):
     """FaceNet Inception-ResNet-v1 (512-d), MTCNN alignment with keras-facenet's margins."""
 
@@ -267,7 +260,7 @@ class FaceNet(FaceModel):
 
         rgb = as_rgb(photo)
         height, width = rgb.shape[:2]
-        found = _detector().detect_faces(np.round(rgb * 255).astype(np.uint8))
+        found = mtcnn.network().detect_faces(np.round(rgb * 255).astype(np.uint8))
         faces = sorted(
             (d["box"] for d in found if d["confidence"] > MIN_CONFIDENCE),
             key=lambda box: box[2] * box[3],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -295,3 +296,30 @@ def test_sweep_summary_carries_each_variants_judge_means(tmp_path, store, judges
         child = client.get_run(outcome.run_id)
         assert value == pytest.approx(child.data.metrics["judge/tiny-judge/type1"])
         assert outcome.judges["judge/tiny-judge/type1"] == pytest.approx(value)
+
+
+def test_report_shows_the_judges_per_run_and_per_target(tmp_path, store, judges):
+    for i, name in enumerate("abc"):
+        photo(tmp_path / f"{name}.png", i)
+    result = api.run(validate(spec(tmp_path), base_dir=tmp_path))
+    api.report("judged", tmp_path / "out", log=False)
+    with open(tmp_path / "out" / "table.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    mean = np.mean([scores["tiny-judge"]["type1"] for scores in result.judges])
+    assert float(row["judge/tiny-judge/type1"]) == pytest.approx(mean, abs=1e-4)
+    assert float(row["judge/corners/face"]) == np.mean(
+        [scores["corners"]["face"] for scores in result.judges]
+    )
+    with open(tmp_path / "out" / "targets.csv") as f:
+        targets = list(csv.DictReader(f))
+    assert [t["target"] for t in targets] == ["0", "1"]
+    for t, scores in zip(targets, result.judges, strict=True):
+        assert float(t["tiny-judge I"]) == pytest.approx(scores["tiny-judge"]["type1"], abs=1e-3)
+        assert t["corners face"] == str(scores["corners"]["face"])
+        assert float(t["distance"]) == pytest.approx(
+            result.terms["distance"][result.best[int(t["target"])]], abs=1e-4
+        )
+    assert float(targets[0]["tiny-judge II"]) == pytest.approx(
+        result.judges[0]["tiny-judge"]["type2_mean"], abs=1e-3
+    )
+    assert targets[1]["tiny-judge II"] == ""

@@ -17,7 +17,8 @@ from facerecon.faces import as_rgb
 
 
 @cache
-def _network():
+def network():
+    """The process's one MTCNN (the facenet model aligns with it too)."""
     from mtcnn import MTCNN
 
     return MTCNN()
@@ -42,7 +43,7 @@ class Mtcnn(Detector):
         rgb = as_rgb(image)
         pad = int(round(self.params.margin * max(rgb.shape[:2])))
         framed = np.pad(rgb, ((pad, pad), (pad, pad), (0, 0)), constant_values=0.5)
-        found = _network().detect_faces(np.round(framed * 255).astype(np.uint8))
+        found = network().detect_faces(np.round(framed * 255).astype(np.uint8))
         out = []
         for face in found:
             if face["confidence"] < self.params.min_confidence:
