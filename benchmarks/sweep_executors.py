@@ -29,8 +29,8 @@ from rich.console import Console
 from rich.table import Table
 
 from facerecon import api
-from facerecon.spec import load, validate
-from facerecon.variants import SweepContext
+from facerecon.context import SweepContext
+from facerecon.validation import load, validate
 
 ROOT = Path(__file__).resolve().parent.parent
 console = Console()

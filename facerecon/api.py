@@ -10,7 +10,7 @@ import numpy as np
 import pluggy
 
 from facerecon import faces
-from facerecon.context import RunResult
+from facerecon.context import RunResult, SweepContext
 from facerecon.errors import FaceReconError
 from facerecon.objective import forward_for
 from facerecon.plugins import Registered, plugin_manager, registry
@@ -18,10 +18,10 @@ from facerecon.report import Report
 from facerecon.report import report as make_report
 from facerecon.runner import embed_photo, instantiate
 from facerecon.runner import run as run_spec
-from facerecon.spec import PluginRef, Spec, load
+from facerecon.spec import PluginRef, Spec
 from facerecon.sweep import run_sweep
 from facerecon.tracking import check_store, serve_ui
-from facerecon.variants import SweepContext
+from facerecon.validation import load
 
 
 def validate(*paths: str | Path) -> list[Spec]:

@@ -228,9 +228,12 @@ def embed(photo: str, output: str, model: str, no_align: bool) -> None:
 @_friendly
 def ui(host: str, port: int) -> None:
     """Serve the MLflow UI on the run store."""
-    from facerecon.tracking import serve_ui  # not api: that imports TensorFlow
+    from facerecon.tracking import experiment_urls, serve_ui  # not api: that imports TF
 
-    err.print(f"MLflow UI on http://{host}:{port} (Ctrl-C to stop)")
+    base = f"http://{host}:{port}"
+    err.print(f"MLflow UI on {base} (Ctrl-C to stop); experiments, in the model-training view:")
+    for name, url in experiment_urls(base):
+        err.print(f"  {escape(name)}: {url}", soft_wrap=True)
     sys.exit(serve_ui(host, port))
 
 

@@ -1,4 +1,5 @@
-"""A run as lifecycle hooks see it: the batch's layout, the context, the result."""
+"""What lifecycle hooks see: a run (its batch layout, judges, result) and a sweep (its
+variants and their outcomes)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from facerecon.judging import Judges
-    from facerecon.kinds import FaceModel
+    from facerecon.kinds import Detector, FaceModel
     from facerecon.spec import Spec
 
 
@@ -73,3 +73,65 @@ class RunContext:
     extras: dict[str, Any] = field(default_factory=dict)
     #: when the run started (``time.time()``; the runner sets it before any loading)
     started: float = field(default_factory=time.time)
+
+
+@dataclass
+class References:
+    """One judge model's embeddings of a target's photos (rows L2-normalized)."""
+
+    type1: np.ndarray | None  # (D,) the photo the template came from, if known
+    type2: np.ndarray  # (N, D) other photos of the person
+    impostors: np.ndarray | None = None  # (M, D) photos of other people
+
+
+@dataclass
+class Judges:
+    """The judge models and detector of a run, with every target's reference photos."""
+
+    models: list[FaceModel]
+    detector: Detector | None
+    #: per judge model name, per entry of the spec's ``targets``
+    references: dict[str, list[References]] = field(default_factory=dict)
+    #: judges the spec left to the default that are not available here, with the reason
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Variant:
+    """One point of a sweep."""
+
+    name: str
+    overrides: dict[str, Any]
+    spec: Spec
+
+
+@dataclass
+class VariantOutcome:
+    """What one variant produced (kept small: it crosses process boundaries)."""
+
+    name: str
+    status: str  # FINISHED, FAILED or KILLED (the sweep stopped before it completed)
+    run_id: str | None = None
+    error: str | None = None
+    distance: float | None = None
+    cosine: float | None = None
+    images: list[np.ndarray] = field(default_factory=list)  # kept image per target
+    #: the judges' scores, mean over targets (``judge/<model>/<score>``: facerecon.judging)
+    judges: dict[str, float] = field(default_factory=dict)
+    seconds: float | None = None  # wall time inside the worker
+    worker: str | None = None  # host:pid that ran it
+    built_model: bool = False  # False when the worker reused a model built for an earlier one
+
+
+@dataclass
+class SweepContext:
+    """A sweep, as lifecycle hooks see it."""
+
+    spec: Spec
+    variants: list[Variant]
+    #: where the variants run, e.g. "local, 2 worker processes" or "ray (local runtime)"
+    executor: str = "local"
+    outcomes: list[VariantOutcome] = field(default_factory=list)
+    #: set when the sweep itself stopped early (e.g. KeyboardInterrupt)
+    error: BaseException | None = None
+    extras: dict[str, Any] = field(default_factory=dict)

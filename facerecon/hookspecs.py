@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from facerecon.context import RunContext
+    from facerecon.context import RunContext, SweepContext, VariantOutcome
     from facerecon.kinds import StepInfo
-    from facerecon.variants import SweepContext, VariantOutcome
 
 hookspec = pluggy.HookspecMarker("facerecon")
 hookimpl = pluggy.HookimplMarker("facerecon")

@@ -8,39 +8,18 @@ Judges never enter the loss.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from facerecon import faces
 from facerecon.cache import cached_array
+from facerecon.context import Judges, References
 from facerecon.errors import FaceReconError
-from facerecon.kinds import Detector, FaceModel
+from facerecon.kinds import FaceModel
 from facerecon.objective import forward_for
 from facerecon.plugins import Registry
 from facerecon.spec import PluginRef, Spec
-
-
-@dataclass
-class References:
-    """One judge model's embeddings of a target's photos (rows L2-normalized)."""
-
-    type1: np.ndarray | None  # (D,) the photo the template came from, if known
-    type2: np.ndarray  # (N, D) other photos of the person
-    impostors: np.ndarray | None = None  # (M, D) photos of other people
-
-
-@dataclass
-class Judges:
-    """The judge models and detector of a run, with every target's reference photos."""
-
-    models: list[FaceModel]
-    detector: Detector | None
-    #: per judge model name, per entry of the spec's ``targets``
-    references: dict[str, list[References]] = field(default_factory=dict)
-    #: judges the spec left to the default that are not available here, with the reason
-    skipped: dict[str, str] = field(default_factory=dict)
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:

@@ -15,11 +15,12 @@ from typing import Any
 
 import pluggy
 
+from facerecon.context import SweepContext, Variant, VariantOutcome
 from facerecon.errors import FaceReconError
 from facerecon.executors import Executor, executor_for
 from facerecon.plugins import plugin_manager
-from facerecon.spec import Spec, validate
-from facerecon.variants import SweepContext, Variant, VariantOutcome
+from facerecon.spec import Spec
+from facerecon.validation import validate
 
 _STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 

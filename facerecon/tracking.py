@@ -22,9 +22,13 @@ DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
 #: retries for minutes (7 retries, exponential back-off) before it gives up.
 CHECK_SECONDS = 5.0
 
-#: The experiment tag MLflow's UI reads to choose its view; this kind is the model-training
-#: view (runs, metrics, images), not the GenAI one (evaluations, traces).
+#: The experiment tag that names an experiment's kind: the model-training view (runs,
+#: metrics, images), not the GenAI one (evaluations, traces). MLflow 3.17.2's UI has its
+#: GenAI / Model-training switch always on and ignores the tag (it opens GenAI unless the
+#: URL says `workflowType=machine_learning` or the user picked "Model training" once);
+#: the tag is set for UIs that read it, and :func:`experiment_urls` carry the parameter.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+TRAINING_VIEW = "workflowType=machine_learning"
 
 
 def tracking_uri() -> str:
@@ -137,6 +141,16 @@ def check_store(uri: str | None = None, timeout: float = CHECK_SECONDS) -> None:
         f"tracking server {uri} does not answer ({why}); start it, point "
         "MLFLOW_TRACKING_URI elsewhere, or run with --no-track"
     )
+
+
+def experiment_urls(base: str, uri: str | None = None) -> list[tuple[str, str]]:
+    """(name, URL) of every active experiment in the store, each opening in the UI's
+    model-training view."""
+    experiments = client(uri).search_experiments()
+    return [
+        (e.name, f"{base}/#/experiments/{e.experiment_id}?{TRAINING_VIEW}")
+        for e in sorted(experiments, key=lambda e: e.name)
+    ]
 
 
 def _port_free(host: str, port: int) -> bool:

@@ -1,57 +1,15 @@
-"""A sweep's variants, their outcomes, and running one variant (in any process)."""
+"""Running one sweep variant, in this process or a worker, and summarizing its outcome."""
 
 from __future__ import annotations
 
 import os
 import socket
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from facerecon.spec import Spec
-
-
-@dataclass
-class Variant:
-    """One point of a sweep."""
-
-    name: str
-    overrides: dict[str, Any]
-    spec: Spec
-
-
-@dataclass
-class VariantOutcome:
-    """What one variant produced (kept small: it crosses process boundaries)."""
-
-    name: str
-    status: str  # FINISHED, FAILED or KILLED (the sweep stopped before it completed)
-    run_id: str | None = None
-    error: str | None = None
-    distance: float | None = None
-    cosine: float | None = None
-    images: list[np.ndarray] = field(default_factory=list)  # kept image per target
-    #: the judges' scores, mean over targets (``judge/<model>/<score>``: facerecon.judging)
-    judges: dict[str, float] = field(default_factory=dict)
-    seconds: float | None = None  # wall time inside the worker
-    worker: str | None = None  # host:pid that ran it
-    built_model: bool = False  # False when the worker reused a model built for an earlier one
-
-
-@dataclass
-class SweepContext:
-    """A sweep, as lifecycle hooks see it."""
-
-    spec: Spec
-    variants: list[Variant]
-    #: where the variants run, e.g. "local, 2 worker processes" or "ray (local runtime)"
-    executor: str = "local"
-    outcomes: list[VariantOutcome] = field(default_factory=list)
-    #: set when the sweep itself stopped early (e.g. KeyboardInterrupt)
-    error: BaseException | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+from facerecon.context import Variant, VariantOutcome
 
 
 def run_variant(variant: Variant, parent_run_id: str | None) -> VariantOutcome:

@@ -23,7 +23,7 @@ from mlflow.exceptions import MlflowException
 from facerecon import api, runner, tracking
 from facerecon.cli import main
 from facerecon.errors import FaceReconError
-from facerecon.spec import validate
+from facerecon.validation import validate
 from facerecon_plugins import mlflow_tracking
 
 from .servers import free_port

@@ -18,7 +18,7 @@ from facerecon import api, faces, hookimpl
 from facerecon.cli import main
 from facerecon.errors import FaceReconError
 from facerecon.plugins import plugin_manager
-from facerecon.spec import validate
+from facerecon.validation import validate
 from facerecon_plugins.feedforward import store
 from facerecon_plugins.feedforward.frames import pose_sequence, write_frames
 from facerecon_plugins.feedforward.generator import (

@@ -18,7 +18,7 @@ from facerecon import Detection, Detector, api, hookimpl
 from facerecon.cli import main
 from facerecon.faces import resize
 from facerecon.plugins import plugin_manager
-from facerecon.spec import validate
+from facerecon.validation import validate
 
 from .tiny_model import TinyModel
 
@@ -168,7 +168,7 @@ def test_scores_match_numpy_and_land_in_mlflow(tmp_path, store, judges):
 def test_the_default_judges_are_the_available_calibrated_models(judges):
     from facerecon.judging import judge_names
     from facerecon.plugins import registry
-    from facerecon.spec import validate
+    from facerecon.validation import validate
 
     reg = registry()
     chosen, skipped = judge_names(

@@ -15,7 +15,7 @@ from facerecon import hookspecs
 from facerecon.cli import main
 from facerecon.errors import FaceReconError
 from facerecon.plugins import PluginLoadWarning, failures, plugin_manager, registry
-from facerecon.spec import validate
+from facerecon.validation import validate
 
 from . import tiny_model
 

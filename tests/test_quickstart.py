@@ -13,7 +13,8 @@ from mlflow import MlflowClient
 from facerecon import api, faces
 from facerecon.plugins import registry
 from facerecon.runner import instantiate
-from facerecon.spec import PluginRef, load
+from facerecon.spec import PluginRef
+from facerecon.validation import load
 from facerecon_plugins.faceres.model import Faceres
 
 from .servers import free_port, serving

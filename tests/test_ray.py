@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 from facerecon import api
 from facerecon.errors import FaceReconError
 from facerecon.plugins import failures, plugin_manager
-from facerecon.spec import validate
+from facerecon.validation import validate
 
 from .entry_points import ROOT, plugin_site
 

@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 from facerecon import api
 from facerecon.cli import main
 from facerecon.errors import FaceReconError
-from facerecon.spec import validate
+from facerecon.validation import validate
 
 SPEC = {
     "name": "rep",

@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from facerecon import api, hookimpl
 from facerecon.cli import main
 from facerecon.plugins import plugin_manager
-from facerecon.spec import validate
+from facerecon.validation import validate
 
 SPEC = {
     "name": "e2e",

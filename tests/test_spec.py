@@ -6,7 +6,7 @@ import pytest
 
 from facerecon import datasets
 from facerecon.errors import FaceReconError
-from facerecon.spec import load, validate
+from facerecon.validation import load, validate
 
 from .experiments import EXPERIMENTS, SPECS, validated
 

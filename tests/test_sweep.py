@@ -8,8 +8,8 @@ from mlflow import MlflowClient
 from facerecon import api, hookimpl
 from facerecon.errors import FaceReconError
 from facerecon.plugins import failures, plugin_manager
-from facerecon.spec import validate
 from facerecon.sweep import expand
+from facerecon.validation import validate
 
 from .entry_points import plugin_site
 

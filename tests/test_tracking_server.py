@@ -13,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from facerecon import api
-from facerecon.spec import validate
+from facerecon.validation import validate
 from facerecon_plugins.feedforward import store as generators
 
 from .servers import free_port, serving

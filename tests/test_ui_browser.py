@@ -26,7 +26,8 @@ import pytest
 
 from facerecon import api, tracking
 from facerecon.plugins import plugin_manager
-from facerecon.spec import validate
+from facerecon.tracking import TRAINING_VIEW
+from facerecon.validation import validate
 from facerecon_plugins.mlflow_tracking import _experiment_id
 
 from . import tiny_model
@@ -205,9 +206,17 @@ def test_rest_serves_the_step_images_final_png_and_metrics(served):
     assert tags["mlflow.experimentKind"] == "custom_model_development"
 
 
-def test_the_experiment_opens_in_the_model_training_view(page, served):
-    # no `workflowType` in the URL: the experiment's kind tag alone picks the view, whose
-    # runs table names the runs (the GenAI view opens on traces and evaluations instead)
+def test_the_printed_experiment_url_opens_in_the_model_training_view(page, served):
+    # MLflow 3.17.2's UI ignores the experiment's kind tag (its GenAI / Model-training
+    # switch is always on and starts at GenAI): the URL `facerecon ui` prints picks the view
+    printed = served.log.read_text().split("ui-browser: ", 1)[1].split()[0]
+    assert printed == f"{served.base}/#/experiments/{served.experiment_id}?{TRAINING_VIEW}"
+    page.goto(printed)
+    for name, _ in RUNS:
+        page.get_by_text(name, exact=True).first.wait_for(state="visible", timeout=TIMEOUT_MS)
+    # the README's other way: pick "Model training" once; the UI remembers it
+    page.goto(f"{served.base}/#/experiments")
+    page.get_by_text("Model training", exact=True).first.click()
     page.goto(f"{served.base}/#/experiments/{served.experiment_id}")
     for name, _ in RUNS:
         page.get_by_text(name, exact=True).first.wait_for(state="visible", timeout=TIMEOUT_MS)

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Protocol
 from facerecon.errors import FaceReconError
 
 if TYPE_CHECKING:
+    from facerecon.context import Variant, VariantOutcome
     from facerecon.spec import Spec
-    from facerecon.variants import Variant, VariantOutcome
 
 EXECUTORS = ("local", "ray")
 

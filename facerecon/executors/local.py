@@ -6,8 +6,9 @@ import multiprocessing
 from collections.abc import Generator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 
+from facerecon.context import Variant, VariantOutcome
 from facerecon.executors import prepare_worker
-from facerecon.variants import Variant, VariantOutcome, run_variant
+from facerecon.variants import run_variant
 
 
 class LocalExecutor:

@@ -13,10 +13,11 @@ import os
 from collections.abc import Generator
 from typing import Any
 
+from facerecon.context import Variant, VariantOutcome
 from facerecon.errors import FaceReconError
 from facerecon.executors import prepare_worker
 from facerecon.tracking import absolute_uri, tracking_uri
-from facerecon.variants import Variant, VariantOutcome, run_variant
+from facerecon.variants import run_variant
 
 #: how long cancelled tasks get to end their MLflow runs before they are killed
 CANCEL_GRACE_S = 30.0

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from facerecon.tfjs import chain, load_graph_model
 
-from .model import INPUT_NODE, INPUT_SIZE, OUTPUT_LAYER, OUTPUT_NODE, TAP_NODES
+from .graph import INPUT_NODE, INPUT_SIZE, OUTPUT_LAYER, OUTPUT_NODE, TAP_NODES
 
 # VGGFace2's mean pixel (R, G, B): the network was trained on BGR 0..255 minus it (checked on
 # photos: 3 of one person against 4 others, it separates them best of the inputs tried).
