@@ -8,7 +8,9 @@ Judges never enter the loss.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -60,9 +62,12 @@ def judge_names(spec: Spec, reg: Registry) -> tuple[list[str], dict[str, str]]:
     return names, skipped
 
 
-def prepare(spec: Spec, reg: Registry, instantiate) -> Judges:
-    """Build the judges and embed every target's reference photos, before any solving,
-    so a missing judge or a photo without a face stops the run at once."""
+def prepare(
+    spec: Spec, reg: Registry, instantiate: Callable[[Registry, str, PluginRef], Any]
+) -> Judges:
+    """Build the judges (with the runner's ``instantiate``, which shares model instances)
+    and embed every target's reference photos, before any solving, so a missing judge or a
+    photo without a face stops the run at once."""
     names, skipped = judge_names(spec, reg)
     models = []
     for name in names:
