@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -339,6 +340,21 @@ def tracking_cost(pairs: int) -> dict:
     }
 
 
+def cold_start_now(args: argparse.Namespace) -> dict:
+    """:func:`cold_start` with the load average it was measured under."""
+    return {**cold_start(args.cold_repeats), "load_average": os.getloadavg()}
+
+
+def update_results(out: Path, measure: Callable[[dict], dict]) -> None:
+    """Measure some keys of ``out`` again (``measure`` gets the old results, returns the
+    new keys), keep the others, and print what was measured."""
+    results = json.loads(out.read_text()) if out.exists() else {}
+    fresh = measure(results)
+    results.update(fresh)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    console.print_json(json.dumps(fresh))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["dlib-resnet", "facenet"])
@@ -363,28 +379,30 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"))
     args = parser.parse_args()
     if args.cold_only:
-        out = Path(args.out)
-        results = json.loads(out.read_text()) if out.exists() else {}
-        results["cold_start"] = cold_start(args.cold_repeats)
-        results["cold_start"]["load_average"] = os.getloadavg()
-        out.write_text(json.dumps(results, indent=2) + "\n")
-        console.print_json(json.dumps(results["cold_start"]))
+        update_results(Path(args.out), lambda results: {"cold_start": cold_start_now(args)})
         return
     if args.transforms_only:
-        out = Path(args.out)
-        results = json.loads(out.read_text()) if out.exists() else {}
-        entry = results.setdefault("models", {}).setdefault("dlib-resnet", {})
-        entry["transforms"] = transforms_cost(model_for("dlib-resnet"), args.steps)
-        out.write_text(json.dumps(results, indent=2) + "\n")
-        console.print_json(json.dumps(entry["transforms"]))
+        update_results(
+            Path(args.out),
+            lambda results: {
+                "models": {
+                    **results.get("models", {}),
+                    "dlib-resnet": {
+                        **results.get("models", {}).get("dlib-resnet", {}),
+                        "transforms": transforms_cost(model_for("dlib-resnet"), args.steps),
+                    },
+                }
+            },
+        )
         return
     if args.tracking_only:
-        out = Path(args.out)
-        results = json.loads(out.read_text()) if out.exists() else {}
-        results["tracking"] = tracking_cost(args.tracking_pairs)
-        results["cold_start"] = cold_start(args.cold_repeats)
-        out.write_text(json.dumps(results, indent=2) + "\n")
-        console.print_json(json.dumps({k: results[k] for k in ("tracking", "cold_start")}))
+        update_results(
+            Path(args.out),
+            lambda results: {
+                "tracking": tracking_cost(args.tracking_pairs),
+                "cold_start": cold_start_now(args),
+            },
+        )
         return
 
     results: dict = {
