@@ -71,7 +71,8 @@ def prepare(
     names, skipped = judge_names(spec, reg)
     models = []
     for name in names:
-        reason = reg.get("model", name).available()
+        # the default list holds available models only; a judge the spec names may not be
+        reason = reg.get("model", name).available() if spec.judges.models else None
         if reason is not None:
             raise FaceReconError(f"judges.models: judge {name!r} is not available: {reason}")
         models.append(instantiate(reg, "model", PluginRef(name=name)))
@@ -192,6 +193,14 @@ def flat(scores: dict) -> dict[str, float]:
                 continue
             out[f"judge/{judge}/{key}"] = float(value)
     return out
+
+
+def means(scores: list[dict]) -> dict[str, float]:
+    """The :func:`flat` scores of several reconstructions, each key's mean over those that
+    have it (type II, say, only where a target has other photos)."""
+    flats = [flat(entry) for entry in scores]
+    keys = dict.fromkeys(k for f in flats for k in f)
+    return {k: float(np.mean([f[k] for f in flats if k in f])) for k in keys}
 
 
 def mark(entry: dict, kind: str) -> str:

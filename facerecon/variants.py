@@ -38,14 +38,12 @@ def run_variant(variant: Variant, parent_run_id: str | None) -> VariantOutcome:
         result = run(spec)
     except Exception as exc:
         return outcome("FAILED", error=f"{type(exc).__name__}: {exc}")
-    from facerecon.judging import flat
+    from facerecon.judging import means
 
     best = result.best
-    flats = [flat(scores) for scores in result.judges]
-    keys = dict.fromkeys(k for f in flats for k in f)
     return outcome(
         "FINISHED",
-        judges={k: float(np.mean([f[k] for f in flats if k in f])) for k in keys},
+        judges=means(result.judges),
         run_id=result.run_id,
         distance=float(np.mean(result.terms["distance"][best])),
         cosine=float(np.mean(result.terms["cosine"][best])),

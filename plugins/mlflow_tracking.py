@@ -373,9 +373,8 @@ def _finish(state: _Run, context: RunContext) -> None:
     ]
     # per target t: judge/<model>/<score>/t<t>, and over targets, the mean without suffix
     flats = [judging.flat(scores) for scores in result.judges]
-    for key in dict.fromkeys(k for f in flats for k in f):
-        values = [f[key] for f in flats if key in f]
-        final.append(Metric(key, float(np.mean(values)), now, 0))
+    for key, mean in judging.means(result.judges).items():
+        final.append(Metric(key, mean, now, 0))
         if len(flats) > 1:
             final += [
                 Metric(f"{key}/t{t}", f[key], now, 0) for t, f in enumerate(flats) if key in f
