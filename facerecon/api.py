@@ -44,7 +44,7 @@ def _tracked(spec: Spec, track: bool | None) -> Spec:
         tracking = spec.tracking.model_copy(update={"enabled": track})
         spec = spec.model_copy(update={"tracking": tracking})
     if spec.tracking.enabled:
-        check_store()
+        check_store(experiment=spec.tracking.experiment)
     return spec
 
 

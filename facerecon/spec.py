@@ -147,6 +147,11 @@ class TrackingSpec(_Strict):
     experiment: str = "facerecon"
     run_name: str | None = None
     image_every: int = Field(25, ge=1, description="log step images every N steps")
+    images: Literal["all", "final", "none"] = Field(
+        "all",
+        description="face images the store keeps: step images and final panels (all), the "
+        "final panels only (final), or none (metrics, tables and spec only)",
+    )
     parent_run_id: str | None = Field(None, description="set by sweeps: the parent run")
 
 

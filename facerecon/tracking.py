@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
+import urllib.parse
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -119,28 +120,149 @@ def client(uri: str | None = None):
     return made
 
 
-def check_store(uri: str | None = None, timeout: float = CHECK_SECONDS) -> None:
-    """Fail within ``timeout`` seconds, with one line, if an HTTP tracking server does not
-    answer (file and database stores are opened when the run starts)."""
+def check_store(
+    uri: str | None = None, experiment: str | None = None, timeout: float = CHECK_SECONDS
+) -> None:
+    """Fail within seconds, with one line, if an HTTP tracking server does not answer,
+    refuses the credentials, or (on MLflow's basic-auth server) denies the account EDIT on
+    ``experiment`` (file and database stores are opened when the run starts). The
+    credentials are MLflow's own (``MLFLOW_TRACKING_USERNAME`` and
+    ``MLFLOW_TRACKING_PASSWORD``, ``MLFLOW_TRACKING_TOKEN``, ``~/.mlflow/credentials``),
+    read by MLflow's client code; warns once if they would cross the network unencrypted."""
     uri = uri or tracking_uri()
     if not uri.startswith(("http://", "https://")):
         return
-    url = f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1"
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    creds = get_default_host_creds(uri)
+    if creds.password or creds.token:
+        warn_if_plain(uri)
     try:
-        urllib.request.urlopen(url, timeout=timeout).close()
-    except urllib.error.HTTPError as exc:
-        if exc.code < 500:  # it answers (a 401 or 403 is the client's to sort out)
-            return
-        why = f"HTTP {exc.code} {exc.reason}"
-    except (OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        why = f"{type(reason).__name__}: {reason}"
-    else:
-        return
-    raise FaceReconError(
-        f"tracking server {uri} does not answer ({why}); start it, point "
-        "MLFLOW_TRACKING_URI elsewhere, or run with --no-track"
+        response = http_request(
+            creds,
+            "/api/2.0/mlflow/experiments/search",
+            "GET",
+            params={"max_results": 1},
+            max_retries=0,
+            timeout=timeout,
+            raise_on_status=False,
+        )
+    except MlflowException as exc:  # no answer: refused, unknown host, timed out
+        why = str(exc).split(" failed with exception ")[-1].splitlines()[0][:200]
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            raise FaceReconError(
+                f"tracking server {uri}: its TLS certificate is not trusted here; set "
+                "MLFLOW_TRACKING_SERVER_CERT_PATH to the certificate (or the lab's CA) that "
+                "signed it"
+            ) from None
+        raise FaceReconError(
+            f"tracking server {uri} does not answer ({why}); start it, point "
+            "MLFLOW_TRACKING_URI elsewhere, or run with --no-track"
+        ) from None
+    if response.status_code == 403 and "Invalid Host header" in response.text:
+        host = urllib.parse.urlsplit(uri).netloc
+        raise FaceReconError(
+            f"tracking server {uri} refuses the Host header '{host}' (403); add it to the "
+            "server's --allowed-hosts, or use the name it lists"
+        )
+    if response.status_code in (401, 403):
+        raise FaceReconError(refusal(uri, response.status_code, creds.username))
+    if response.status_code >= 500:
+        raise FaceReconError(
+            f"tracking server {uri} does not answer (HTTP {response.status_code} "
+            f"{response.reason}); start it, point MLFLOW_TRACKING_URI elsewhere, or run "
+            "with --no-track"
+        )
+    if experiment and creds.username and not _may_edit(creds, experiment, timeout):
+        raise FaceReconError(refusal(uri, 403, creds.username, experiment))
+
+
+def _may_edit(creds: Any, experiment: str, timeout: float) -> bool:
+    """False only when the server says the account lacks EDIT on an existing experiment
+    (a new one is its creator's to manage); True when it cannot tell (no auth app)."""
+    from mlflow.utils.rest_utils import http_request
+
+    def get(endpoint: str, **params: str) -> tuple[int, dict]:
+        response = http_request(
+            creds, endpoint, "GET", params=params, max_retries=0, timeout=timeout,
+            raise_on_status=False,
+        )  # fmt: skip
+        return response.status_code, response.json() if response.status_code == 200 else {}
+
+    status, found = get("/api/2.0/mlflow/experiments/get-by-name", experiment_name=experiment)
+    if status != 200:  # 404: a new experiment; 403: not even READ
+        return status != 403
+    status, granted = get(
+        "/api/3.0/mlflow/users/permissions/get",
+        username=creds.username,
+        resource_type="experiment",
+        resource_id=found["experiment"]["experiment_id"],
     )
+    return status != 200 or granted.get("permission") in ("EDIT", "MANAGE")
+
+
+def refusal(uri: str, status: int, username: str | None, experiment: str | None = None) -> str:
+    """The one line for a tracking server's 401 (who are you?) or 403 (not allowed)."""
+    if status == 401:
+        who = (
+            f"the account '{username}' and its password"
+            if username
+            else "no MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
+        )
+        return (
+            f"the tracking server refused these credentials (401): {uri} with {who}; set "
+            "the right ones in the environment (README, 'Team set-up'), or run with --no-track"
+        )
+    what = f"log to experiment '{experiment}'" if experiment else "read its experiments"
+    return (
+        f"the tracking server denies '{username or 'this account'}' permission to {what} "
+        f"(403): {uri}; ask the experiment's owner or an admin for EDIT permission, or use "
+        "another tracking.experiment"
+    )
+
+
+def refused(error: BaseException, experiment: str | None = None) -> FaceReconError | None:
+    """An MLflow client error that is the server refusing the credentials or the
+    permission, as the one line that says so; None for any other error."""
+    code = getattr(error, "error_code", None)
+    status = {"UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403}.get(code or "")
+    if status is None:
+        return None
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    return FaceReconError(refusal(tracking_uri(), status, read_mlflow_creds().username, experiment))
+
+
+def account() -> str:
+    """Who the runs belong to (the ``mlflow.user`` tag): the tracking account MLflow's
+    client authenticates as, else the local user, as MLflow's fluent API has it."""
+    import getpass
+
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    return read_mlflow_creds().username or getpass.getuser()
+
+
+def warn_if_plain(uri: str) -> None:
+    """One warning when credentials would go unencrypted (``http://``) to another machine."""
+    parsed = urllib.parse.urlsplit(uri)
+    host = parsed.hostname or ""
+    if parsed.scheme != "http" or host == "localhost" or _loopback(host):
+        return
+    warnings.warn(
+        f"MLFLOW_TRACKING_URI={uri}: credentials go to {host} unencrypted over plain http; "
+        "use https (README, 'Team set-up': TLS in front of the server)",
+        stacklevel=2,
+    )
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name, not an address
+        return False
 
 
 def experiment_urls(base: str, uri: str | None = None) -> list[tuple[str, str]]:

@@ -85,9 +85,9 @@ class _Run:
         """(client, run_id); waits for the creation, re-raises its failure."""
         return self.created.result()
 
-    def failed_to_start(self) -> BaseException | None:
-        """The creation's failure if it has already failed; never waits."""
-        return self.created.exception() if self.created.done() else None
+    def failed_to_start(self, wait: bool = False) -> BaseException | None:
+        """The creation's failure if it has already failed; waits for it only if asked."""
+        return self.created.exception() if wait or self.created.done() else None
 
     def flush(self) -> None:
         """Queue the buffered metrics as one write (MLflow takes up to 1000 per batch)."""
@@ -182,15 +182,16 @@ def _create_run(spec: Spec, tags: dict[str, str], context: RunContext) -> tuple[
     here, hidden behind the main thread's tracing of the first step."""
     from mlflow.entities import Param
 
-    tracking = spec.tracking
+    settings = spec.tracking
     client = _client()
+    tags["mlflow.user"] = tracking.account()
     if commit := git_commit():
         tags["mlflow.source.git.commit"] = commit
-    exp_id = _experiment_id(client, tracking.experiment)
+    exp_id = _experiment_id(client, settings.experiment)
     run_id = client.create_run(
         exp_id,
         start_time=int(context.started * 1000),  # not now: this worker starts late
-        run_name=tracking.run_name or spec.name,
+        run_name=settings.run_name or spec.name,
         tags=tags,
     )
     run_id = run_id.info.run_id
@@ -230,8 +231,10 @@ def after_step(context: RunContext, step: StepInfo) -> None:
     state = _state(context)
     if state is None:
         return
-    if error := state.failed_to_start():  # no store: stop now rather than after the run
-        raise error
+    # No store, or one that refuses this account: stop now rather than after the run. The
+    # first step waits for the run's creation (it has had the step's tracing to finish).
+    if error := state.failed_to_start(wait=step.step == 0):
+        raise tracking.refused(error, context.spec.tracking.experiment) or error
     now = int(time.time() * 1000)
     metrics = _batch_means(step.terms)
     for key, value in metrics.items():
@@ -242,7 +245,7 @@ def after_step(context: RunContext, step: StepInfo) -> None:
         metrics.update(_with_images(context, step))
     state.buffer += [(k, v, now, step.step) for k, v in metrics.items()]
     state.last_images = step
-    if image_step:
+    if image_step and context.spec.tracking.images == "all":
         state.log_step_image(step.images_numpy(), context.model.input_size, step.step)
     if len(state.buffer) >= 1000 or time.monotonic() - state.flushed_at >= FLUSH_SECONDS:
         state.flush()
@@ -306,11 +309,17 @@ def _loss_figure(history: dict[str, list[float]], title: str):
     return fig
 
 
-def _write_panels(folder: Path, state: _Run, context: RunContext) -> None:
-    """``final.png`` (target, guide, kept image per row), ``plots/loss.png``,
-    ``candidates.png`` and ``kept/target_<t>.png``, into ``folder``."""
+def _write_panels(folder: Path, state: _Run, context: RunContext, faces: bool = True) -> None:
+    """``plots/loss.png`` and, with ``faces``, ``final.png`` (target, guide, kept image per
+    row), ``candidates.png`` and ``kept/target_<t>.png``, into ``folder``."""
     result = context.result
     size = context.model.input_size
+    (folder / "plots").mkdir(exist_ok=True)
+    _loss_figure(state.history, context.spec.name).savefig(
+        folder / "plots" / "loss.png", pil_kwargs={"compress_level": 1}
+    )
+    if not faces:
+        return
     rows = []
     for target, index in enumerate(result.best):
         guide = context.elements[index].guide
@@ -322,10 +331,6 @@ def _write_panels(folder: Path, state: _Run, context: RunContext) -> None:
             ]
         )
     _save_png(folder / "final.png", grid(rows, size))
-    (folder / "plots").mkdir(exist_ok=True)
-    _loss_figure(state.history, context.spec.name).savefig(
-        folder / "plots" / "loss.png", pil_kwargs={"compress_level": 1}
-    )
     if len(result.images) > len(result.best):
         _save_png(folder / "candidates.png", grid([[im] for im in result.images], size))
     for target, index in enumerate(result.best):  # for reports: the kept image alone
@@ -346,13 +351,14 @@ def _finish(state: _Run, context: RunContext) -> None:
     if last is not None and last.step % context.spec.tracking.image_every:
         now = int(time.time() * 1000)
         state.buffer += [(k, v, now, last.step) for k, v in _with_images(context, last).items()]
-    if (result.steps - 1) % context.spec.tracking.image_every:
+    images = context.spec.tracking.images
+    if (result.steps - 1) % context.spec.tracking.image_every and images == "all":
         state.log_step_image(result.images, size, result.steps - 1)
     state.flush()
     with tempfile.TemporaryDirectory() as tmp:
         # The panels and the loss curves are drawn while the worker finishes the queued
         # writes.
-        _write_panels(Path(tmp), state, context)
+        _write_panels(Path(tmp), state, context, faces=images != "none")
         state.drain()
         client, run_id = state.run()
         client.log_artifacts(run_id, tmp)
@@ -463,7 +469,7 @@ def _end(state: _Run, context: RunContext, error: BaseException) -> None:
         return
     try:
         state.drain()
-        if state.last_images is not None:
+        if state.last_images is not None and context.spec.tracking.images != "none":
             images = state.last_images.images_numpy()
             client.log_image(
                 run_id, grid([list(images)], context.model.input_size), artifact_file="last.png"
@@ -494,17 +500,21 @@ def _quick_requests() -> Generator[None, None, None]:
 
 @hookimpl
 def before_sweep(sweep) -> None:
-    tracking = sweep.spec.tracking
-    if not tracking.enabled:
+    tracking_spec = sweep.spec.tracking
+    if not tracking_spec.enabled:
         return
     client = _client()
-    exp_id = _experiment_id(client, tracking.experiment)
     tags = {
         "facerecon.spec": sweep.spec.name,
         "facerecon.sweep": str(len(sweep.variants)),
         "facerecon.version": facerecon.__version__,
+        "mlflow.user": tracking.account(),
     }
-    run = client.create_run(exp_id, run_name=f"{sweep.spec.name} (sweep)", tags=tags)
+    try:
+        exp_id = _experiment_id(client, tracking_spec.experiment)
+        run = client.create_run(exp_id, run_name=f"{sweep.spec.name} (sweep)", tags=tags)
+    except Exception as error:  # the server refuses this account: one line, no variant runs
+        raise tracking.refused(error, tracking_spec.experiment) or error from None
     sweep.extras["mlflow_run_id"] = run.info.run_id
     client.log_dict(run.info.run_id, sweep.spec.resolved(), "spec.yaml")
 
@@ -572,6 +582,7 @@ def after_sweep(sweep) -> None:
                 "error": [o.error or "" for o in outcomes],
             }
             client.log_table(run_id, table, artifact_file="summary.json")
+        if outcomes and sweep.spec.tracking.images != "none":
             fig = labelled_grid(
                 [(_sheet_label(o), o.images or o.status) for o in outcomes],
                 [f"target {t}" for t in range(max(len(o.images) for o in outcomes) or 1)],

@@ -297,3 +297,40 @@ def test_run_says_which_face_of_a_photo_it_used(tmp_path, store, monkeypatch):
     assert note in result.output
     tags = only_run(MlflowClient(store)).data.tags
     assert tags["facerecon.target_faces"].startswith(note + "; targets[1] builtin:grace-hopper")
+
+
+def _all_files(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    files = set()
+    for item in client.list_artifacts(run_id, path):
+        files |= _all_files(client, run_id, item.path) if item.is_dir else {item.path}
+    return files
+
+
+@pytest.mark.parametrize(
+    ("policy", "faces"),
+    [
+        ("final", {"final.png", "candidates.png", "kept/target_0.png", "kept/target_1.png"}),
+        ("none", set()),
+    ],
+)
+def test_tracking_images_keeps_no_face_image_the_policy_forbids(store, policy, faces):
+    spec = {
+        **SPEC,
+        "tracking": {**SPEC["tracking"], "images": policy},
+        "sweep": {"grid": {"seed": [0, 1]}},
+    }
+    ctx = api.sweep(validate(spec))
+    client = MlflowClient(store)
+    parent = ctx.extras["mlflow_run_id"]
+    (experiment,) = [e.experiment_id for e in client.search_experiments() if e.name == "e2e"]
+    children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'")
+    assert len(children) == 2
+    for child in children:
+        files = _all_files(client, child.info.run_id)
+        # what carries no face stays: the spec, the scores, the loss curves, the metrics
+        assert {"spec.yaml", "candidates.json", "plots/loss.png"} <= files
+        assert {f for f in files if f.endswith((".png", ".webp"))} - {"plots/loss.png"} == faces
+        assert "final/distance" in child.data.metrics
+        assert "mlflow.loggedImages" not in child.data.tags
+    sheet = "contact_sheet.png" in _all_files(client, parent)
+    assert sheet == (policy == "final")

@@ -56,7 +56,8 @@ def executor_for(name: str, *, workers: int | None, address: str | None, spec: S
             )
         from facerecon.executors.ray import RayExecutor
 
-        return RayExecutor(address, resources.cpus, resources.gpus, spec.tracking.enabled)
+        experiment = spec.tracking.experiment if spec.tracking.enabled else None
+        return RayExecutor(address, resources.cpus, resources.gpus, experiment)
     near = difflib.get_close_matches(name, EXECUTORS, n=1)
     hint = f" (did you mean {near[0]!r}?)" if near else ""
     raise FaceReconError(f"executor {name!r}: choose one of {', '.join(EXECUTORS)}{hint}")

@@ -21,6 +21,8 @@ from facerecon.variants import run_variant
 
 #: how long cancelled tasks get to end their MLflow runs before they are killed
 CANCEL_GRACE_S = 30.0
+#: how long the store check on a worker may take (a worker starts, imports mlflow, asks)
+PROBE_TIMEOUT_S = 120.0
 
 
 def _variant_task(
@@ -30,6 +32,13 @@ def _variant_task(
     if store is not None:  # each task says where to log: a worker outlives one sweep
         os.environ["MLFLOW_TRACKING_URI"] = store
     return run_variant(variant, parent_run_id)
+
+
+def _probe_store(store: str, experiment: str) -> None:
+    """On a worker: the pre-run check of the store, with the worker's own credentials."""
+    from facerecon.tracking import check_store
+
+    check_store(store, experiment)
 
 
 def _reason(exc: BaseException) -> str:
@@ -61,8 +70,12 @@ class RayExecutor:
     """Variants as Ray tasks on the cluster at ``address``, or on a Ray runtime started here
     (all local cores) when none is running and no address is given."""
 
-    def __init__(self, address: str | None, cpus: float, gpus: float, tracked: bool) -> None:
-        self.address, self.cpus, self.gpus, self.tracked = address, cpus, gpus, tracked
+    def __init__(
+        self, address: str | None, cpus: float, gpus: float, experiment: str | None
+    ) -> None:
+        """``experiment``: the one the variants log to; None when they are not tracked."""
+        self.address, self.cpus, self.gpus = address, cpus, gpus
+        self.experiment = experiment
         self._started = False
         where = f"at {address}" if address else "local runtime"
         need = f"{cpus:g} CPU" + (f", {gpus:g} GPU" if gpus else "")
@@ -105,7 +118,7 @@ class RayExecutor:
             self._started = False
 
     def _check_store(self, ray: Any) -> None:
-        if not self.tracked:
+        if self.experiment is None:
             return
         uri = tracking_uri()
         nodes = [n for n in ray.nodes() if n.get("Alive")]
@@ -115,6 +128,20 @@ class RayExecutor:
                 "would scatter the runs over the nodes' disks; point facerecon at a tracking "
                 "server (README, 'Team set-up')"
             )
+        if uri.startswith(("http://", "https://")):
+            # Workers log with the credentials in their own environment: check them on one
+            # before any variant starts, so a refusal is one line, not every variant FAILED.
+            probe = ray.remote(num_cpus=self.cpus, max_retries=0)(_probe_store)
+            try:
+                ray.get(probe.remote(uri, self.experiment), timeout=PROBE_TIMEOUT_S)
+            except ray.exceptions.RayTaskError as exc:
+                cause = exc.cause if isinstance(exc.cause, FaceReconError) else exc
+                raise FaceReconError(f"on a Ray worker: {_reason(cause)}") from None
+            except ray.exceptions.GetTimeoutError:
+                raise FaceReconError(
+                    f"on a Ray worker: no answer from the store check in {PROBE_TIMEOUT_S:g} s; "
+                    f"does the cluster have {self.cpus:g} free CPU?"
+                ) from None
 
     def run(
         self, variants: list[Variant], parent_run_id: str | None
@@ -125,7 +152,7 @@ class RayExecutor:
             _variant_task
         )
         # Workers write to the same store as this process, wherever they start.
-        store = absolute_uri(tracking_uri()) if self.tracked else None
+        store = absolute_uri(tracking_uri()) if self.experiment is not None else None
         refs = {}
         for variant in variants:
             # Paths in the spec resolve on the worker, which may start elsewhere.

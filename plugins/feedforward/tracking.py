@@ -58,7 +58,7 @@ def after_run(context: RunContext) -> None:
     client.set_tag(run_id, "facerecon.generator", generator.config.describe())
     with tempfile.TemporaryDirectory() as tmp:
         client.log_artifacts(run_id, str(store.save(generator, Path(tmp, "model"))), "generator")
-        if len(context.guide_images) > 1:
+        if len(context.guide_images) > 1 and context.spec.tracking.images == "all":
             size = context.model.input_size
             for target, pairs in sequences(context).items():
                 frames = [grid([[guide, image]], size) for guide, image in pairs]
@@ -118,12 +118,12 @@ def log_evaluation(evaluation: Evaluation, experiment: str, run_name: str) -> st
             fig = _scatter(evaluation)
             client.log_figure(run_id, fig, "fig10_scatter.png")
             plt.close(fig)
-        size = evaluation.size
-        rows = [
-            [evaluation.target_images[t]] + [s.images[t] for s in evaluation.methods()]
-            for t in range(len(evaluation.target_images))
-        ]
-        client.log_image(run_id, grid(rows, size), artifact_file="reconstructions.png")
+        if evaluation.spec.tracking.images != "none":
+            rows = [
+                [evaluation.target_images[t]] + [s.images[t] for s in evaluation.methods()]
+                for t in range(len(evaluation.target_images))
+            ]
+            client.log_image(run_id, grid(rows, evaluation.size), "reconstructions.png")
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
