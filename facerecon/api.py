@@ -211,3 +211,33 @@ def evaluate(
 
     spec = spec if isinstance(spec, Spec) else load(spec)
     return score(_tracked(spec, track), generators, iterative=iterative, threshold=threshold, pm=pm)
+
+
+def attack(
+    spec: str | Path | Spec,
+    collection: str,
+    *,
+    pairs: str | None = None,
+    identities: int | None = None,
+    generators: tuple[str, ...] = (),
+    executor: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    output: str | Path | None = None,
+    pm: pluggy.PluginManager | None = None,
+    track: bool | None = None,
+):
+    """Attack the spec's model on a labelled collection (:mod:`facerecon.attack`); the
+    result and the folder its report went to (``output``, default
+    ``evaluations/<spec name>``)."""
+    from facerecon import attack_report
+    from facerecon.attack_sweep import evaluate_attack
+
+    spec = _tracked(spec if isinstance(spec, Spec) else load(spec), track)
+    result = evaluate_attack(
+        spec, collection, pairs=pairs, identities=identities, generators=generators,
+        executor=executor, workers=workers, address=address, pm=pm,
+    )  # fmt: skip
+    folder = Path(output) if output is not None else Path("evaluations") / spec.name
+    attack_report.write(result, folder)
+    return result, folder

@@ -103,7 +103,7 @@ def embed_photos(
     model: FaceModel,
     photos: Sequence[datasets.LabelledPhoto],
     step: Callable[[], None] = lambda: None,
-) -> tuple[np.ndarray, list[str], list[str]]:
+) -> tuple[np.ndarray, list[str], list[Path]]:
     """L2-normalized embeddings of the largest face of each photo, their identities, and the
     photos skipped because the model's detector found no face there."""
     from facerecon.judging import embed
@@ -115,7 +115,7 @@ def embed_photos(
             chips.append(found[0].image.astype(np.float32))
             identities.append(photo.identity)
         else:
-            skipped.append(photo.path.name)
+            skipped.append(photo.path)
         if len(chips) == CHUNK:
             rows.append(embed(model, np.stack(chips)))
             chips = []
@@ -148,7 +148,7 @@ def calibrate(
         "method": "t = next float64 above the (floor(rate*n)+1)-th highest impostor cosine",
         **summary,
         "skipped": len(skipped),
-        "skipped_photos": skipped,
+        "skipped_photos": [path.name for path in skipped],
     }
 
 

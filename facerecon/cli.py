@@ -284,20 +284,51 @@ def generate(
     "--generator",
     "generators",
     multiple=True,
-    required=True,
     help="MLflow model URI of a generator; repeat to compare several.",
 )
 @click.option("--no-iterative", is_flag=True, help="Skip the iterative solver (no Fig. 10).")
 @click.option("--threshold", default=0.6, show_default=True, help="Verification distance.")
+@click.option(
+    "--collection",
+    help="Attack evaluation on this labelled collection: a folder with one subfolder per "
+    "person (LFW style) or a labelled built-in (builtin:radar, builtin:obama, ...).",
+)
+@click.option("--pairs", type=click.Path(exists=True), help="LFW's pairs.txt for --collection.")
+@click.option("--identities", type=click.IntRange(1), help="Attack at most N people.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--workers", type=click.IntRange(1, 64), help="Local worker processes.")
+@click.option("--address", help="Ray cluster address (ray executor).")
+@click.option("-o", "--output", type=click.Path(), help="Folder for the attack report.")
 @click.option("--no-track", is_flag=True, help="Do not log to MLflow.")
 @_friendly
 def evaluate(
-    spec: str, generators: tuple[str, ...], no_iterative: bool, threshold: float, no_track: bool
+    spec: str,
+    generators: tuple[str, ...],
+    no_iterative: bool,
+    threshold: float,
+    collection: str | None,
+    pairs: str | None,
+    identities: int | None,
+    executor: str,
+    workers: int | None,
+    address: str | None,
+    output: str | None,
+    no_track: bool,
 ) -> None:
-    """Score generators against SPEC's iterative solver on SPEC's held-out targets."""
+    """Score generators against SPEC's iterative solver on SPEC's held-out targets; with
+    --collection, attack SPEC's model on a labelled collection, judged at fixed false-match
+    rates (SAR, type I and II, white-box and transfer)."""
     from facerecon import api
     from facerecon.console import ConsoleReporter
 
+    if collection is not None:
+        _attack(spec, collection, pairs, identities, generators, executor, workers, address,
+                output, no_track)  # fmt: skip
+        return
+    if pairs or identities:
+        raise FaceReconError("--pairs and --identities need --collection")
+    if not generators:
+        raise FaceReconError("give --generator (one or more), or --collection for an attack")
     pm = api.plugin_manager()
     reporter = ConsoleReporter(err)
     pm.register(reporter)
@@ -340,6 +371,63 @@ def evaluate(
         err.print(f"{row['method']}: {escape(row['source'])}", soft_wrap=True)
     if result.run_id:
         err.print(f"MLflow run [bold]{result.run_id}[/] (evaluation table, Fig. 10 scatter)")
+
+
+def _attack(
+    spec: str,
+    collection: str,
+    pairs: str | None,
+    identities: int | None,
+    generators: tuple[str, ...],
+    executor: str,
+    workers: int | None,
+    address: str | None,
+    output: str | None,
+    no_track: bool,
+) -> None:
+    from facerecon import api
+
+    result, folder = api.attack(
+        spec, collection, pairs=pairs, identities=identities, generators=generators,
+        executor=executor, workers=workers, address=address, output=output,
+        track=False if no_track else None, pm=api.plugin_manager(),
+    )  # fmt: skip
+    rows = result.rows()
+    rates = [r for r in ("1e-2", "1e-3") if any(f"sar1@{r}" in row for row in rows)]
+    table = Table(title=f"{result.spec.name}: attack on {len(result.collection.people)} people")
+    for column in (
+        "method",
+        "judge",
+        "setting",
+        *(f"SAR I @{r}" for r in rates),
+        *(f"SAR II @{r}" for r in rates),
+        "cos I",
+        "cos II",
+        "face",
+        "s/template",
+    ):
+        table.add_column(column, justify="left" if column in ("method", "judge") else "right")
+    for row in rows:
+
+        def pct(value: float) -> str:
+            return "-" if value != value else f"{value:.0%}"
+
+        table.add_row(
+            row["method"], row["judge"], row["setting"],
+            *(pct(row[f"sar1@{r}"]) for r in rates), *(pct(row[f"sar2@{r}"]) for r in rates),
+            f"{row['mean_type1']:.3f}", "-" if row["mean_type2"] != row["mean_type2"]
+            else f"{row['mean_type2']:.3f}", pct(row["face_rate"]),
+            "-" if row["seconds_per_template"] != row["seconds_per_template"]
+            else f"{row['seconds_per_template']:.2f}",
+        )  # fmt: skip
+    out().print(table)
+    if not result.collection.type2:
+        err.print("[yellow]warning:[/] one photo per person: no type II comparisons")
+    if result.collection.skipped:
+        err.print(f"skipped {len(result.collection.skipped)} photos (listed in attack.md)")
+    if result.resumed:
+        err.print(f"resumed: {len(result.resumed)} people taken from the earlier run")
+    err.print(f"report: {folder}" + (f"; MLflow run {result.run_id}" if result.run_id else ""))
 
 
 @main.command()

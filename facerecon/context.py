@@ -118,6 +118,8 @@ class VariantOutcome:
     images: list[np.ndarray] = field(default_factory=list)  # kept image per target
     #: the judges' scores, mean over targets (``judge/<model>/<score>``: facerecon.judging)
     judges: dict[str, float] = field(default_factory=dict)
+    #: the judges' raw scores per target (:func:`facerecon.judging.score`'s entries)
+    scores: list[dict] = field(default_factory=list)
     seconds: float | None = None  # wall time inside the worker
     worker: str | None = None  # host:pid that ran it
     built_model: bool = False  # False when the worker reused a model built for an earlier one

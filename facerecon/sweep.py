@@ -147,8 +147,13 @@ def run_sweep(
     executor: str = "local",
     address: str | None = None,
     pm: pluggy.PluginManager | None = None,
+    variants: list[Variant] | None = None,
+    extras: dict[str, Any] | None = None,
 ) -> SweepContext:
     """Validate every variant, then run them all; returns every outcome, in variant order.
+
+    ``variants`` replaces the spec's own ``sweep`` section (an attack evaluation makes one
+    per identity); ``extras`` start the sweep context's extras (e.g. a run to resume).
 
     ``executor`` is ``local`` (this process, or ``workers`` spawned processes) or ``ray``
     (one Ray task per variant, on the cluster at ``address`` or a local Ray runtime).
@@ -156,9 +161,10 @@ def run_sweep(
     """
     pm = pm or plugin_manager()
     engine = executor_for(executor, workers=workers, address=address, spec=spec)
-    variants = expand(spec)
+    variants = expand(spec) if variants is None else variants
     with engine:
         context = SweepContext(spec, variants, executor=engine.description)
+        context.extras.update(extras or {})
         pm.hook.before_sweep(sweep=context)
         _run_variants(engine, context, pm)
     return context

@@ -44,6 +44,7 @@ def run_variant(variant: Variant, parent_run_id: str | None) -> VariantOutcome:
     return outcome(
         "FINISHED",
         judges=means(result.judges),
+        scores=result.judges,
         run_id=result.run_id,
         distance=float(np.mean(result.terms["distance"][best])),
         cosine=float(np.mean(result.terms["cosine"][best])),

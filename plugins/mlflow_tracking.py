@@ -509,7 +509,12 @@ def before_sweep(sweep) -> None:
         "facerecon.sweep": str(len(sweep.variants)),
         "facerecon.version": facerecon.__version__,
         "mlflow.user": tracking.account(),
+        **sweep.extras.get("mlflow_tags", {}),
     }
+    if resumed := sweep.extras.get("mlflow_run_id"):  # the sweep goes on in its old run
+        client.update_run(resumed, status="RUNNING")
+        client.set_tag(resumed, "facerecon.sweep", tags["facerecon.sweep"])
+        return
     try:
         exp_id = _experiment_id(client, tracking_spec.experiment)
         run = client.create_run(exp_id, run_name=f"{sweep.spec.name} (sweep)", tags=tags)

@@ -40,13 +40,17 @@ class Executor(Protocol):
 def executor_for(name: str, *, workers: int | None, address: str | None, spec: Spec) -> Executor:
     """The executor called ``name``. ``workers`` (None: the spec's ``sweep.workers``) is for
     local processes; ``address`` names a Ray cluster."""
-    resources = spec.sweep.resources
+    from facerecon.spec import ResourcesSpec, SweepSpec
+
+    # a spec without a sweep section (an attack evaluation's) runs on the defaults
+    sweep = spec.sweep or SweepSpec.model_construct(workers=1, resources=ResourcesSpec())
+    resources = sweep.resources
     if name == "local":
         if address is not None:
             raise FaceReconError("--address: only the `ray` executor connects to a cluster")
         from facerecon.executors.local import LocalExecutor
 
-        return LocalExecutor(workers or spec.sweep.workers, resources.cpus)
+        return LocalExecutor(workers or sweep.workers, resources.cpus)
     if name == "ray":
         if workers is not None:
             raise FaceReconError(

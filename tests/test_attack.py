@@ -1,0 +1,247 @@
+"""The attack evaluation protocol end to end on a small labelled folder the tests make from
+built-in photos (Obama three times, eight other people once, one unreadable file), with the
+tiny model attacked and a second tiny network as the transfer judge. The numbers are
+checked against a direct count over embeddings computed here with plain Keras and numpy."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+import skimage.io
+from click.testing import CliRunner
+from mlflow import MlflowClient
+
+from facerecon import api, attack, faces, hookimpl
+from facerecon.cli import main
+from facerecon.errors import FaceReconError
+from facerecon.executors import local
+from facerecon.plugins import plugin_manager
+from facerecon.validation import validate
+
+from .tiny_model import TinyModel
+
+PEOPLE = {
+    "obama": ["builtin:obama/1", "builtin:obama/2", "builtin:obama/3"],
+    "biden": ["builtin:biden"],
+    "hanks": ["builtin:tom-hanks"],
+    "eileen": ["builtin:astronaut"],
+    "grace": ["builtin:grace-hopper"],
+    **{f"r{i}": [f"builtin:radar/{i}"] for i in range(4)},
+}
+SPEC = {
+    "name": "attack",
+    "model": {"name": "tiny"},
+    "targets": [{"image": "builtin:astronaut"}],  # replaced by each person's photo
+    "solver": {"name": "adam", "steps": 3, "lr": 0.05},
+    "judges": {"models": ["tiny", "tiny-judge"], "detector": None},
+    "tracking": {"experiment": "attack", "image_every": 10},
+}
+
+
+class TinyJudge(TinyModel):
+    """Another tiny network (other weights): a judge that is not the attacked model."""
+
+    name = "tiny-judge"
+
+    def network(self) -> keras.Model:
+        if not hasattr(self, "_net"):
+            keras.utils.set_random_seed(7)
+            x = inputs = keras.Input((32, 32, 3))
+            x = keras.layers.Conv2D(8, 5, strides=2, activation="relu")(x)
+            x = keras.layers.GlobalAveragePooling2D()(x)
+            x = keras.layers.Dense(16, name="embedding")(x)
+            self._net = keras.Model(inputs, x, name="tiny_judge")
+        return self._net
+
+
+class _Judge:
+    @hookimpl
+    def register_models(self, register):
+        register(TinyJudge)
+
+
+@pytest.fixture(autouse=True)
+def judge_model():
+    pm = plugin_manager()
+    plugin = _Judge()
+    pm.register(plugin, name="tests.tiny-judge")
+    yield
+    pm.unregister(plugin)
+
+
+def _write(root, people: dict[str, list[str]]) -> None:
+    for name, sources in people.items():
+        (root / name).mkdir(parents=True)
+        for k, source in enumerate(sources, 1):
+            image = (faces.read_image(source) * 255).astype(np.uint8)
+            skimage.io.imsave(root / name / f"{name}_{k:04d}.png", image)
+
+
+@pytest.fixture
+def collection(tmp_path):
+    root = tmp_path / "people"
+    _write(root, PEOPLE)
+    (root / "broken").mkdir()
+    (root / "broken" / "broken_0001.png").write_text("not an image")
+    return root
+
+
+def _embed(model: TinyModel, image: np.ndarray) -> np.ndarray:
+    """The model's unit embedding of an image, by plain Keras (not facerecon's forward)."""
+    chip = faces.resize(image, 32)[None].astype(np.float32)
+    row = np.asarray(model.network()(chip))[0].astype(np.float64)
+    return row / np.linalg.norm(row)
+
+
+def test_lfw_pairs_are_read_with_their_header_and_bad_lines_named(tmp_path):
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("10 300\nobama 1 3\nobama 2 biden 1\n")
+    matched, mismatched = attack.read_pairs(pairs, tmp_path)
+    assert matched == [(tmp_path / "obama/obama_0001.jpg", tmp_path / "obama/obama_0003.jpg")]
+    assert mismatched == [(tmp_path / "obama/obama_0002.jpg", tmp_path / "biden/biden_0001.jpg")]
+    pairs.write_text("obama 1\n")
+    with pytest.raises(FaceReconError, match=r"pairs.txt:1: 'obama 1': a pair is"):
+        attack.read_pairs(pairs, tmp_path)
+
+
+def test_thresholds_and_success_rates_are_a_direct_count():
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((40, 8))
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    names = [f"p{i // 2}" for i in range(40)]  # 20 people, two photos each
+    judged = attack.calibrate("m", attack.Embedded(rows, [], names))
+    impostor = [
+        rows[i] @ rows[j] for i in range(40) for j in range(i + 1, 40) if names[i] != names[j]
+    ]
+    assert len(judged.impostor) == len(impostor) == 760
+    ranked = sorted(impostor, reverse=True)
+    # 1e-2 of 760 pairs: 7 may pass, so t sits just above the 8th highest impostor score
+    assert judged.thresholds["1e-2"] == pytest.approx(ranked[7], abs=1e-12)
+    assert np.sum(judged.impostor >= judged.thresholds["1e-2"]) == 7
+    assert set(judged.thresholds) == {"1e-2"}  # 1e-3 would rest on fewer than 10 pairs
+    cosines = [0.1, 0.5, ranked[7] - 1e-9, ranked[6], 0.99]
+    assert attack.sar(cosines, judged.thresholds) == {"1e-2": 2 / 5}
+
+
+def test_an_attack_reports_white_box_and_transfer_rates_and_resumes(collection, store):
+    spec = validate(SPEC)
+    result, folder = api.attack(spec, str(collection), identities=3)
+    data = json.loads((folder / "attack.json").read_text())
+    assert data["people"] == ["obama", "biden", "eileen"]  # several photos first, then names
+    ((broken, why),) = data["skipped_photos"].items()
+    assert broken == str(collection / "broken" / "broken_0001.png")
+    assert why.startswith("not a readable image")
+    attacked, judge = TinyModel(TinyModel.Params()), TinyJudge(TinyJudge.Params())
+    photos = {
+        name: [faces.read_photo(p) for p in sorted((collection / name).iterdir())]
+        for name in PEOPLE
+    }
+    for model, setting in ((attacked, "white-box"), (judge, "transfer")):
+        embedded = {n: [_embed(model, im) for im in ims] for n, ims in photos.items()}
+        flat = [(n, e) for n, es in embedded.items() for e in es]
+        impostor = sorted(
+            (a @ b for i, (n, a) in enumerate(flat) for m, b in flat[i + 1 :] if n != m),
+            reverse=True,
+        )
+        threshold = float(np.nextafter(impostor[math.floor(0.01 * len(impostor))], np.inf))
+        (reference,) = [j for j in data["judges"] if j["judge"] == model.name]
+        assert reference["impostor_pairs"] == len(impostor) == 11 * 10 // 2 - 3
+        assert reference["threshold@1e-2"] == pytest.approx(threshold, abs=1e-6)
+        # the reconstructions, judged here from their images
+        type1, type2 = [], []
+        for name in data["people"]:
+            image = result.methods[0].images[name]
+            mine = _embed(model, image)
+            type1.append(mine @ embedded[name][0])
+            type2 += [mine @ other for other in embedded[name][1:]]
+            entry = data["per_person"][result.methods[0].name][name][model.name]
+            assert entry["type1"] == pytest.approx(type1[-1], abs=1e-5)
+        (row,) = [
+            r for r in data["methods"] if r["judge"] == model.name and r["method"].startswith("it")
+        ]
+        assert row["setting"] == setting
+        assert row["sar1@1e-2"] == pytest.approx(np.mean(np.array(type1) >= threshold))
+        assert row["sar2@1e-2"] == pytest.approx(np.mean(np.array(type2) >= threshold))
+        assert row["comparisons_type2"] == 2 and row["people"] == 3
+        assert row["mean_type1"] == pytest.approx(np.mean(type1), abs=1e-5)
+    assert {p.name for p in (folder / "people").iterdir()} == {
+        "obama.png",
+        "biden.png",
+        "eileen.png",
+    }
+    assert (folder / "roc.png").stat().st_size > 0 and "SAR I @1e-2" in (
+        folder / "attack.md"
+    ).read_text()
+    client = MlflowClient(store)
+    parent = client.get_run(result.run_id)
+    assert parent.data.tags["facerecon.kind"] == "attack"
+    assert "attack/iterative/tiny-judge/sar1_fmr1e-2" in parent.data.metrics
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'"
+    )
+    assert len(children) == 3
+    # one more person: only that one is attacked; the three are read back from the store
+    again, _ = api.attack(spec, str(collection), identities=4)
+    assert again.run_id == result.run_id
+    assert again.resumed == ["biden", "eileen", "obama"]
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'"
+    )
+    assert len(children) == 4
+    before = data["per_person"][result.methods[0].name]
+    after = json.loads((folder / "attack.json").read_text())["per_person"]
+    assert after[again.methods[0].name]["obama"] == before["obama"]
+
+
+def test_an_interrupted_attack_keeps_what_finished_and_the_next_run_resumes(
+    collection, store, monkeypatch
+):
+    calls = []
+
+    def interrupted(variant, parent_run_id):
+        calls.append(variant.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(variant, parent_run_id)
+
+    original = local.run_variant
+    monkeypatch.setattr(local, "run_variant", interrupted)
+    spec = validate(SPEC)
+    with pytest.raises(KeyboardInterrupt):
+        api.attack(spec, str(collection), identities=2)
+    client = MlflowClient(store)
+    (experiment,) = [e.experiment_id for e in client.search_experiments() if e.name == "attack"]
+    runs = client.search_runs([experiment])
+    (parent,) = [r for r in runs if r.data.tags.get("facerecon.kind") == "attack"]
+    assert parent.info.status == "KILLED"
+    assert [r.info.status for r in runs if r is not parent] == ["FINISHED"]
+    monkeypatch.setattr(local, "run_variant", original)
+    result, _ = api.attack(spec, str(collection), identities=2)
+    assert result.resumed == ["obama"] and result.run_id == parent.info.run_id
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+
+
+def test_one_photo_per_person_reports_type_one_only(tmp_path, store):
+    root = tmp_path / "singles"
+    _write(root, {name: PEOPLE[name][:1] for name in ("biden", "hanks", "r0")})
+    spec = validate({**SPEC, "tracking": {**SPEC["tracking"], "enabled": False}})
+    outcome = CliRunner().invoke(
+        main, ["evaluate", _spec_file(tmp_path, spec), "--collection", str(root), "--no-track"]
+    )
+    assert outcome.exit_code == 0, outcome.output
+    assert "one photo per person: no type II comparisons" in outcome.output
+    data = json.loads((tmp_path / "evaluations" / "attack" / "attack.json").read_text())
+    assert data["type2"] is False
+    assert all(row["sar2@1e-2"] is None for row in data["methods"])
+
+
+def _spec_file(tmp_path, spec) -> str:
+    import yaml
+
+    path = tmp_path / "attack.yaml"
+    path.write_text(yaml.safe_dump(spec.resolved()))
+    return str(path)
