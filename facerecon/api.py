@@ -215,7 +215,7 @@ def evaluate(
 
 def attack(
     spec: str | Path | Spec,
-    collection: str,
+    collection: str | list[str],
     *,
     pairs: str | None = None,
     identities: int | None = None,

@@ -9,6 +9,7 @@ import hashlib
 import json
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import pluggy
 
-from facerecon import attack, datasets, faces, judging
+from facerecon import attack, calibration, datasets, faces, judging
 from facerecon.context import Judges, References, SweepContext, Variant
 from facerecon.errors import FaceReconError
 from facerecon.kinds import FaceModel
@@ -202,7 +203,7 @@ def _generated(source: str, attacked: FaceModel, people: list[attack.Person]) ->
 
 def evaluate_attack(
     spec: Spec,
-    collection: str,
+    collection: str | Sequence[str],
     *,
     pairs: str | None = None,
     identities: int | None = None,
@@ -223,14 +224,18 @@ def evaluate_attack(
         )
     pm = pm or plugin_manager()
     reg = registry(pm)
-    photos = datasets.labelled(collection, spec.base_dir)
+    sources = [collection] if isinstance(collection, str) else list(collection)
+    photos = calibration.collect(sources, spec.base_dir)
     photos = [datasets.LabelledPhoto(p.path.resolve(), p.identity) for p in photos]
     attacked, models = _models(spec, reg)
     skipped: dict[Path, str] = {}
     embedded = {m.name: attack.embed_collection(m, photos, skipped) for m in models}
     listed = None
+    collection = " + ".join(sources)
     if pairs is not None:
-        root = Path(collection).expanduser()
+        if len(sources) > 1:
+            raise FaceReconError("--pairs: give one --collection, the folder pairs.txt names")
+        root = Path(sources[0]).expanduser()
         root = (root if root.is_absolute() else spec.base_dir / root).resolve()
         listed = attack.read_pairs(Path(pairs), root)
     people = attack.select(photos, skipped, identities)

@@ -290,8 +290,11 @@ def generate(
 @click.option("--threshold", default=0.6, show_default=True, help="Verification distance.")
 @click.option(
     "--collection",
+    "collections",
+    multiple=True,
     help="Attack evaluation on this labelled collection: a folder with one subfolder per "
-    "person (LFW style) or a labelled built-in (builtin:radar, builtin:obama, ...).",
+    "person (LFW style) or a labelled built-in (builtin:radar, builtin:obama, ...); repeat "
+    "to merge.",
 )
 @click.option("--pairs", type=click.Path(exists=True), help="LFW's pairs.txt for --collection.")
 @click.option("--identities", type=click.IntRange(1), help="Attack at most N people.")
@@ -306,7 +309,7 @@ def evaluate(
     generators: tuple[str, ...],
     no_iterative: bool,
     threshold: float,
-    collection: str | None,
+    collections: tuple[str, ...],
     pairs: str | None,
     identities: int | None,
     executor: str,
@@ -321,8 +324,8 @@ def evaluate(
     from facerecon import api
     from facerecon.console import ConsoleReporter
 
-    if collection is not None:
-        _attack(spec, collection, pairs, identities, generators, executor, workers, address,
+    if collections:
+        _attack(spec, list(collections), pairs, identities, generators, executor, workers, address,
                 output, no_track)  # fmt: skip
         return
     if pairs or identities:
@@ -375,7 +378,7 @@ def evaluate(
 
 def _attack(
     spec: str,
-    collection: str,
+    collection: list[str],
     pairs: str | None,
     identities: int | None,
     generators: tuple[str, ...],

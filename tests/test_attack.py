@@ -195,6 +195,10 @@ def test_an_attack_reports_white_box_and_transfer_rates_and_resumes(collection, 
     before = data["per_person"][result.methods[0].name]
     after = json.loads((folder / "attack.json").read_text())["per_person"]
     assert after[again.methods[0].name]["obama"] == before["obama"]
+    # `facerecon report` shows the evaluation's tables beside the runs'
+    made = api.report("attack", store.removeprefix("sqlite:///").rsplit("/", 1)[0] + "/report")
+    (table,) = made.folder.glob("attack-*.md")
+    assert table.read_text() == (folder / "attack.md").read_text()
 
 
 def test_an_interrupted_attack_keeps_what_finished_and_the_next_run_resumes(

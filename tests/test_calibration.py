@@ -264,3 +264,20 @@ def test_radar_has_609_photos_of_609_people() -> None:
     assert len(photos) == 609
     assert len({p.identity for p in photos}) == 609
     assert all(p.identity == unicodedata.normalize("NFC", p.identity) for p in photos)
+
+
+def test_orl_has_10_photos_of_each_of_40_people() -> None:
+    try:
+        photos = datasets.labelled("builtin:orl")
+    except FaceReconError as exc:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(str(exc))
+    by_person: dict[str, list] = {}
+    for photo in photos:
+        by_person.setdefault(photo.identity, []).append(photo.path.name)
+    assert sorted(by_person, key=lambda s: int(s[1:])) == [f"s{k}" for k in range(1, 41)]
+    assert {len(names) for names in by_person.values()} == {10}
+    assert sorted(by_person["s7"]) == sorted(f"s7_{n}.pgm" for n in range(1, 11))
+    assert faces.read_image("builtin:orl/0").shape == (112, 92, 3)
+    assert datasets.builtin("orl/399").name == "s9_9.pgm"  # sorted by file name

@@ -545,3 +545,27 @@ def test_feedforward_and_paper_specs_validate_with_every_sweep_variant(path, tmp
     if path.name.startswith("table1"):  # Table 1 compares generator sizes
         filters = {v.solver.params["generator"]["filters"] for v in variants}
         assert len(filters) > 1
+
+
+def _first_training_loss(transforms: dict | None) -> float:
+    spec = {**SPEC, "solver": {**SPEC["solver"], "steps": 1}, "tracking": {"enabled": False}}
+    if transforms is not None:
+        spec["transforms"] = transforms
+    rec = Steps()
+    plugin_manager().register(rec)
+    try:
+        api.run(validate(spec))
+    finally:
+        plugin_manager().unregister(rec)
+    return rec.steps[0].metrics["train/loss/embedding"]
+
+
+def test_training_sees_the_spec_transforms():
+    plain = _first_training_loss(None)
+    # the same first step (same generator, embeddings and seed) through an identity draw
+    assert _first_training_loss(
+        {"samples": 2, "chain": [{"name": "scale", "min": 1.0, "max": 1.0}]}
+    ) == pytest.approx(plain, rel=1e-4)
+    # strong noise on every draw changes what the model sees, so the loss
+    noisy = _first_training_loss({"samples": 2, "chain": [{"name": "noise", "std": 0.5}]})
+    assert abs(noisy - plain) > 1e-3 * plain

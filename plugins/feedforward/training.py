@@ -2,8 +2,10 @@
 
 Every step draws a batch of random embeddings, generates their images in one pass and takes
 an Adam step on the generator's weights against the mean of the objective's total loss,
-each embedding being its own image's target. With guides, the batch rows take every guide
-in turn; the objective is prepared once per such layout ("phase").
+each embedding being its own image's target. With the spec's ``transforms``, the model sees
+fresh seeded draws of every generated image each step, as in the iterative solver. With
+guides, the batch rows take every guide in turn; the objective is prepared once per such
+layout ("phase").
 """
 
 from __future__ import annotations
@@ -89,10 +91,12 @@ class Trainer:
         g = None if guides is None else tf.constant(guides, tf.float32)
 
         @tf.function
-        def step(embeddings: tf.Tensor, weights: tf.Tensor) -> dict[str, tf.Tensor]:
+        def step(
+            embeddings: tf.Tensor, weights: tf.Tensor, seed: tf.Tensor
+        ) -> dict[str, tf.Tensor]:
             with tf.GradientTape() as tape:
                 images = generator(embeddings, g, training=True)
-                terms = objective(images, weights, targets=embeddings)
+                terms = objective(images, weights, targets=embeddings, seed=seed)
                 loss = tf.reduce_mean(terms["total"])
             grads = tape.gradient(loss, variables)
             optimizer.apply_gradients(zip(grads, variables, strict=True))
@@ -170,7 +174,9 @@ class Trainer:
                 rng = np.random.default_rng([s.seed, t])  # resumable: step t draws the same
                 embeddings = tf.constant(self.sampler.sample(rng, s.batch))
                 weights = tf.constant(objective.weights_at(t))
-                out = {k: float(v) for k, v in steps[t % len(steps)](embeddings, weights).items()}
+                seed = tf.constant(objective.step_seed(t))
+                terms = steps[t % len(steps)](embeddings, weights, seed)
+                out = {k: float(v) for k, v in terms.items()}
                 if not math.isfinite(out["total"]):
                     reason = f"diverged at step {t} (loss is not finite)"
                     break
