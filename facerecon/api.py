@@ -220,6 +220,7 @@ def attack(
     pairs: str | None = None,
     identities: int | None = None,
     generators: tuple[str, ...] = (),
+    guide: str | None = None,
     executor: str = "local",
     workers: int | None = None,
     address: str | None = None,
@@ -236,7 +237,7 @@ def attack(
     spec = _tracked(spec if isinstance(spec, Spec) else load(spec), track)
     result = evaluate_attack(
         spec, collection, pairs=pairs, identities=identities, generators=generators,
-        executor=executor, workers=workers, address=address, pm=pm,
+        guide=guide, executor=executor, workers=workers, address=address, pm=pm,
     )  # fmt: skip
     folder = Path(output) if output is not None else Path("evaluations") / spec.name
     attack_report.write(result, folder)

@@ -184,18 +184,25 @@ def _baseline(spec: Spec, model: FaceModel) -> np.ndarray:
     return faces.chip(model, faces.read_image("builtin:average-face"), False, "average-face")[0]
 
 
-def _generated(source: str, attacked: FaceModel, people: list[attack.Person]) -> Method:
+def _generated(
+    source: str, attacked: FaceModel, people: list[attack.Person], guide: str | None
+) -> Method:
+    """A generator's one-pass reconstructions of every person's template (a guided one
+    gets ``guide``, a tight crop, for every template) and its seconds per template."""
     from facerecon_plugins.feedforward import store
 
     generator = store.load(source)
     generator.check_model(attacked, source)
+    if generator.guided and guide is None:
+        raise FaceReconError(f"{source}: a guided generator needs --guide (its guide image)")
+    chip = None
     if generator.guided:
-        raise FaceReconError(f"{source}: a guided generator needs guides; give an unguided one")
+        chip = faces.chip(attacked, faces.read_image(guide), False, guide)[0]
     rows = np.stack([embed_photo(attacked, str(p.photos[0]))[0] for p in people])
-    rows, _ = generator.check_inputs(rows, None, source)
-    generator.generate(rows[:32], None, 32)  # trace first: time generation, not tracing
+    rows, guides = generator.check_inputs(rows, chip, source)
+    generator.generate(rows[:32], None if guides is None else guides[:32], 32)  # trace first
     start = time.perf_counter()
-    images = generator.generate(rows, None, 32)
+    images = generator.generate(rows, guides, 32)
     seconds = (time.perf_counter() - start) / len(people)
     return Method(source, images=dict(zip((p.name for p in people), images, strict=True)),
                   seconds=seconds)  # fmt: skip
@@ -208,6 +215,7 @@ def evaluate_attack(
     pairs: str | None = None,
     identities: int | None = None,
     generators: tuple[str, ...] = (),
+    guide: str | None = None,
     executor: str = "local",
     workers: int | None = None,
     address: str | None = None,
@@ -287,7 +295,7 @@ def evaluate_attack(
     judges.references = _references(models, embedded, people)
     methods = [iterative]
     for source in generators:
-        methods.append(_generated(source, attacked, people))
+        methods.append(_generated(source, attacked, people, guide))
     start = _baseline(spec, attacked)
     methods.append(Method("baseline (start image)", images={p.name: start for p in people}))
     for method in methods[1:]:

@@ -298,6 +298,7 @@ def generate(
 )
 @click.option("--pairs", type=click.Path(exists=True), help="LFW's pairs.txt for --collection.")
 @click.option("--identities", type=click.IntRange(1), help="Attack at most N people.")
+@click.option("--guide", help="The guide image (a tight crop) for guided generators.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--workers", type=click.IntRange(1, 64), help="Local worker processes.")
 @click.option("--address", help="Ray cluster address (ray executor).")
@@ -312,6 +313,7 @@ def evaluate(
     collections: tuple[str, ...],
     pairs: str | None,
     identities: int | None,
+    guide: str | None,
     executor: str,
     workers: int | None,
     address: str | None,
@@ -325,11 +327,11 @@ def evaluate(
     from facerecon.console import ConsoleReporter
 
     if collections:
-        _attack(spec, list(collections), pairs, identities, generators, executor, workers, address,
-                output, no_track)  # fmt: skip
+        _attack(spec, list(collections), pairs, identities, generators, guide, executor,
+                workers, address, output, no_track)  # fmt: skip
         return
-    if pairs or identities:
-        raise FaceReconError("--pairs and --identities need --collection")
+    if pairs or identities or guide:
+        raise FaceReconError("--pairs, --identities and --guide need --collection")
     if not generators:
         raise FaceReconError("give --generator (one or more), or --collection for an attack")
     pm = api.plugin_manager()
@@ -382,6 +384,7 @@ def _attack(
     pairs: str | None,
     identities: int | None,
     generators: tuple[str, ...],
+    guide: str | None,
     executor: str,
     workers: int | None,
     address: str | None,
@@ -392,7 +395,7 @@ def _attack(
 
     result, folder = api.attack(
         spec, collection, pairs=pairs, identities=identities, generators=generators,
-        executor=executor, workers=workers, address=address, output=output,
+        guide=guide, executor=executor, workers=workers, address=address, output=output,
         track=False if no_track else None, pm=api.plugin_manager(),
     )  # fmt: skip
     rows = result.rows()

@@ -249,3 +249,42 @@ def _spec_file(tmp_path, spec) -> str:
     path = tmp_path / "attack.yaml"
     path.write_text(yaml.safe_dump(spec.resolved()))
     return str(path)
+
+
+def test_a_generator_is_judged_by_the_same_protocol(collection, store):
+    trained = api.run(
+        validate(
+            {
+                **SPEC,
+                "name": "gen",
+                "solver": {
+                    "name": "feedforward",
+                    "generator": {"filters": 4, "depth": 2},
+                    "steps": 3,
+                    "batch": 4,
+                    "report_every": 3,
+                },
+                "judges": {"models": [], "detector": None},
+                "tracking": {"experiment": "gen"},
+            }
+        )
+    )
+    source = f"runs:/{trained.run_id}/generator"
+    spec = validate({**SPEC, "tracking": {**SPEC["tracking"], "enabled": False}})
+    result, folder = api.attack(spec, str(collection), identities=2, generators=(source,))
+    generated = result.methods[1]
+    assert [m.name for m in result.methods] == [
+        "iterative (adam)",
+        source,
+        "baseline (start image)",
+    ]
+    assert generated.seconds > 0
+    judge = TinyJudge(TinyJudge.Params())
+    for name in ("obama", "biden"):
+        photo = faces.read_photo(sorted((collection / name).iterdir())[0])
+        mine = _embed(judge, generated.images[name]) @ _embed(judge, photo)
+        assert generated.scores[name]["tiny-judge"]["type1"] == pytest.approx(mine, abs=1e-5)
+    rows = [r for r in json.loads((folder / "attack.json").read_text())["methods"]]
+    assert {(r["method"], r["judge"]) for r in rows} == {
+        (m, j) for m in (r["method"] for r in rows) for j in ("tiny", "tiny-judge")
+    }
