@@ -60,6 +60,9 @@ class Calibrated:
     thresholds: dict[str, float]
     impostor: np.ndarray
     genuine: np.ndarray
+    #: where the thresholds come from: "collection", or the judge's own calibration
+    #: (``thresholds.json``) when the collection has a single person
+    source: str = "collection"
 
     def tar(self) -> dict[str, float]:
         return {r: calibration.share_at_least(self.genuine, t) for r, t in self.thresholds.items()}
@@ -163,12 +166,14 @@ def select(
 
 
 def calibrate(
-    name: str,
+    model: FaceModel,
     embedded: Embedded,
     pairs: tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]] | None = None,
 ) -> Calibrated:
     """A judge's thresholds at :data:`RATES` from the collection's impostor pairs (LFW's
-    mismatched pairs when the collection has a pairs file), and its genuine pairs."""
+    mismatched pairs when the collection has a pairs file), and its genuine pairs; with no
+    impostor pair (one person), the model's own calibrated thresholds."""
+    name = model.name
     if pairs is not None:
         matched, mismatched = pairs
         ok = set(embedded.paths)
@@ -185,10 +190,12 @@ def calibrate(
     else:
         impostor, genuine = calibration.pair_cosines(embedded.rows, embedded.identities)
     if not len(impostor):
-        raise FaceReconError(
-            f"judge {name!r}: the collection gives no impostor pairs (photos of two or more "
-            "people) to set its thresholds"
-        )
+        if not model.thresholds:
+            raise FaceReconError(
+                f"judge {name!r}: the collection gives no impostor pairs (photos of two or "
+                "more people) to set its thresholds, and the model has no calibrated ones"
+            )
+        return Calibrated(name, dict(model.thresholds), impostor, genuine, "thresholds.json")
     thresholds = {
         rate: calibration.threshold_at(impostor, rate)
         for rate in RATES
@@ -246,7 +253,8 @@ def reference_rows(judges: list[Calibrated]) -> list[dict[str, Any]]:
             **{f"threshold@{r}": t for r, t in j.thresholds.items()},
             **{f"tar@{r}": v for r, v in j.tar().items()},
             "mean_genuine": float(np.mean(j.genuine)) if len(j.genuine) else math.nan,
-            "mean_impostor": float(np.mean(j.impostor)),
+            "mean_impostor": float(np.mean(j.impostor)) if len(j.impostor) else math.nan,
+            "thresholds_from": j.source,
         }
         for j in judges
     ]

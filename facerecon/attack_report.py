@@ -85,6 +85,13 @@ def tables(data: dict[str, Any]) -> str:
             cells += [_num(j.get(f"threshold@{r}")), _pct(j.get(f"tar@{r}"))]
         cells += [_num(j["mean_genuine"]), _num(j["mean_impostor"])]
         lines.append("| " + " | ".join(cells) + " |")
+    for j in data["judges"]:
+        if j["thresholds_from"] != "collection":
+            lines += [
+                "",
+                f"{j['judge']}'s thresholds: its own calibration ({j['thresholds_from']}); "
+                "the collection has one person",
+            ]
     lines += [
         "",
         "| method | judge | setting | people | "
@@ -120,6 +127,9 @@ def roc_figure(result: AttackResult):
     fig = Figure(figsize=(4.2 * len(judges), 3.8), dpi=90)
     for index, judge in enumerate(judges):
         ax = fig.add_subplot(1, len(judges), index + 1)
+        if not len(judge.impostor):
+            ax.set_title(f"{judge.name}: no impostor pairs", fontsize=10)
+            continue
         impostor = np.sort(judge.impostor)[::-1]
         fmr = np.arange(1, len(impostor) + 1) / len(impostor)
         # accepting at or above the k-th highest impostor score: a false-match rate of k/n

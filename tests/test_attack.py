@@ -113,7 +113,8 @@ def test_thresholds_and_success_rates_are_a_direct_count():
     rows = rng.standard_normal((40, 8))
     rows /= np.linalg.norm(rows, axis=1, keepdims=True)
     names = [f"p{i // 2}" for i in range(40)]  # 20 people, two photos each
-    judged = attack.calibrate("m", attack.Embedded(rows, [], names))
+    model = TinyModel(TinyModel.Params())
+    judged = attack.calibrate(model, attack.Embedded(rows, [], names))
     impostor = [
         rows[i] @ rows[j] for i in range(40) for j in range(i + 1, 40) if names[i] != names[j]
     ]
@@ -288,3 +289,15 @@ def test_a_generator_is_judged_by_the_same_protocol(collection, store):
     assert {(r["method"], r["judge"]) for r in rows} == {
         (m, j) for m in (r["method"] for r in rows) for j in ("tiny", "tiny-judge")
     }
+
+
+def test_one_person_without_calibrated_judges_is_one_line(tmp_path):
+    root = tmp_path / "one"
+    _write(root, {"obama": PEOPLE["obama"]})
+    spec = validate({**SPEC, "tracking": {**SPEC["tracking"], "enabled": False}})
+    with pytest.raises(FaceReconError) as caught:
+        api.attack(spec, str(root))
+    assert caught.value.lines == [
+        "judge 'tiny': the collection gives no impostor pairs (photos of two or more people) "
+        "to set its thresholds, and the model has no calibrated ones"
+    ]
