@@ -2,6 +2,7 @@
 
     python benchmarks/run.py [--models dlib-resnet facenet] [--out benchmarks/results.json]
     python benchmarks/run.py --tracking-only [--tracking-pairs 15]   # tracking and cold start
+    python benchmarks/run.py --generator-only   # identity generator vs iterative steps
 
 Every speed is reported next to a baseline timed in the same process, because this machine
 is shared and noisy: the compiled step against (a) a plain eager GradientTape loop doing
@@ -154,6 +155,34 @@ def transforms_cost(model, steps: int, rounds: int = 3) -> dict[str, float]:
     return out
 
 
+def identity_generator_cost(model, steps: int, rounds: int = 3, batch: int = 32) -> dict:
+    """One-pass generation at ``batch`` by the identity generator's architecture (guided,
+    32 filters: experiments/feedforward/identity-dlib.yaml) against one compiled iterative
+    step of the quickstart's recipe (fft, 4 draws) and of the paper's (pixels, TV) on the
+    same batch; medians of ``rounds`` interleaved measurements in this process."""
+    from facerecon_plugins.feedforward.generator import Generator, GeneratorConfig, GeneratorParams
+
+    params = GeneratorParams(kind="guided", filters=32, guide_filters=16)
+    generator = Generator.build(GeneratorConfig.of(params, model), seed=0)
+    rng = np.random.default_rng(0)
+    embeddings = rng.normal(size=(batch, model.embedding_size)).astype(np.float32)
+    guides = rng.random((batch, model.input_size, model.input_size, 3), np.float32)
+    chain = [Scale(), Jitter(), Mirror()]
+    recipe = {"parameterization": Fourier(), "transforms": Transforms(chain, 4)}
+    seconds: dict[str, list[float]] = {"one pass": [], "quickstart step": [], "paper step": []}
+    for _ in range(rounds):
+        seconds["one pass"].append(
+            median_time(lambda: generator.generate(embeddings, guides, batch), 5)
+        )
+        seconds["quickstart step"].append(compiled_step_seconds(model, batch, steps, **recipe))
+        seconds["paper step"].append(compiled_step_seconds(model, batch, steps))
+    out = {f"{name} s (batch {batch})": float(np.median(v)) for name, v in seconds.items()}
+    one_pass = out[f"one pass s (batch {batch})"]
+    out["quickstart step / one pass"] = out[f"quickstart step s (batch {batch})"] / one_pass
+    out["paper step / one pass"] = out[f"paper step s (batch {batch})"] / one_pass
+    return out
+
+
 def step_rates(model, batch: int, steps: int) -> dict[str, float]:
     """Image-iterations per second: facerecon's compiled step vs a plain eager loop."""
     objective = objective_for(model, batch)
@@ -209,9 +238,10 @@ def feedforward_rates(
     trainer.optimizer.build(generator.network.trainable_variables)
     train = trainer._train_step(objective, None)
     weights = tf.constant(objective.weights_at(0))
+    seed = tf.constant(objective.step_seed(0))
     batches = [tf.constant(sampler.sample(rng, train_batch)) for _ in range(steps + 2)]
     calls = iter(batches)
-    seconds = median_time(lambda: train(next(calls), weights)["total"].numpy(), steps)
+    seconds = median_time(lambda: train(next(calls), weights, seed)["total"].numpy(), steps)
     iterative = compiled_step_seconds(model, train_batch, steps)
     out[f"train_batch_{train_batch}"] = {
         "steps_per_s": 1 / seconds,
@@ -371,6 +401,11 @@ def main() -> None:
         help="measure only the cost of transforms and fft on dlib-resnet; update that key",
     )
     parser.add_argument(
+        "--generator-only",
+        action="store_true",
+        help="measure only the identity generator's one pass against iterative steps",
+    )
+    parser.add_argument(
         "--cold-only",
         action="store_true",
         help="measure only the quickstart's whole process; update the cold_start key",
@@ -390,6 +425,22 @@ def main() -> None:
                     "dlib-resnet": {
                         **results.get("models", {}).get("dlib-resnet", {}),
                         "transforms": transforms_cost(model_for("dlib-resnet"), args.steps),
+                    },
+                }
+            },
+        )
+        return
+    if args.generator_only:
+        update_results(
+            Path(args.out),
+            lambda results: {
+                "models": {
+                    **results.get("models", {}),
+                    "dlib-resnet": {
+                        **results.get("models", {}).get("dlib-resnet", {}),
+                        "identity_generator": identity_generator_cost(
+                            model_for("dlib-resnet"), args.steps
+                        ),
                     },
                 }
             },
@@ -430,6 +481,7 @@ def main() -> None:
         if name == "dlib-resnet":
             entry["feedforward"] = feedforward_rates(model)
             entry["transforms"] = transforms_cost(model, args.steps)
+            entry["identity_generator"] = identity_generator_cost(model, args.steps)
         results["models"][name] = entry
     results["tracking"] = tracking_cost(args.tracking_pairs)
     results["cold_start"] = cold_start(args.cold_repeats)
