@@ -221,6 +221,7 @@ def attack(
     identities: int | None = None,
     generators: tuple[str, ...] = (),
     guide: str | None = None,
+    iterative: bool = True,
     executor: str = "local",
     workers: int | None = None,
     address: str | None = None,
@@ -237,7 +238,8 @@ def attack(
     spec = _tracked(spec if isinstance(spec, Spec) else load(spec), track)
     result = evaluate_attack(
         spec, collection, pairs=pairs, identities=identities, generators=generators,
-        guide=guide, executor=executor, workers=workers, address=address, pm=pm,
+        guide=guide, iterative_runs=iterative, executor=executor, workers=workers,
+        address=address, pm=pm,
     )  # fmt: skip
     folder = Path(output) if output is not None else Path("evaluations") / spec.name
     attack_report.write(result, folder)

@@ -216,13 +216,15 @@ def evaluate_attack(
     identities: int | None = None,
     generators: tuple[str, ...] = (),
     guide: str | None = None,
+    iterative_runs: bool = True,
     executor: str = "local",
     workers: int | None = None,
     address: str | None = None,
     pm: pluggy.PluginManager | None = None,
 ) -> AttackResult:
     """Attack ``spec.model``'s templates of a labelled collection with the spec's iterative
-    recipe (and ``generators``), judged as the module doc of :mod:`facerecon.attack` says."""
+    recipe (and ``generators``), judged as the module doc of :mod:`facerecon.attack` says;
+    ``iterative_runs=False`` scores the generators and the baseline only."""
     from facerecon.sweep import run_sweep
 
     if spec.solver.name == "feedforward":
@@ -269,7 +271,7 @@ def evaluate_attack(
         if parent is not None:
             extras["mlflow_run_id"] = parent
         result.resumed = sorted(iterative.scores)
-    todo = [p for p in people if p.name not in iterative.scores]
+    todo = [p for p in people if p.name not in iterative.scores] if iterative_runs else []
     variants = [_variant(spec, p, names) for p in todo]
     context: SweepContext | None = None
     if variants:
@@ -293,7 +295,7 @@ def evaluate_attack(
     if spec.judges.detector is not None:
         judges.detector = instantiate(reg, "detector", PluginRef(name=spec.judges.detector))
     judges.references = _references(models, embedded, people)
-    methods = [iterative]
+    methods = [iterative] if iterative_runs else []
     for source in generators:
         methods.append(_generated(source, attacked, people, guide))
     start = _baseline(spec, attacked)

@@ -286,7 +286,7 @@ def generate(
     multiple=True,
     help="MLflow model URI of a generator; repeat to compare several.",
 )
-@click.option("--no-iterative", is_flag=True, help="Skip the iterative solver (no Fig. 10).")
+@click.option("--no-iterative", is_flag=True, help="Skip the iterative solver (generators only).")
 @click.option("--threshold", default=0.6, show_default=True, help="Verification distance.")
 @click.option(
     "--collection",
@@ -327,8 +327,8 @@ def evaluate(
     from facerecon.console import ConsoleReporter
 
     if collections:
-        _attack(spec, list(collections), pairs, identities, generators, guide, executor,
-                workers, address, output, no_track)  # fmt: skip
+        _attack(spec, list(collections), pairs, identities, generators, guide, not no_iterative,
+                executor, workers, address, output, no_track)  # fmt: skip
         return
     if pairs or identities or guide:
         raise FaceReconError("--pairs, --identities and --guide need --collection")
@@ -385,6 +385,7 @@ def _attack(
     identities: int | None,
     generators: tuple[str, ...],
     guide: str | None,
+    iterative: bool,
     executor: str,
     workers: int | None,
     address: str | None,
@@ -395,7 +396,8 @@ def _attack(
 
     result, folder = api.attack(
         spec, collection, pairs=pairs, identities=identities, generators=generators,
-        guide=guide, executor=executor, workers=workers, address=address, output=output,
+        guide=guide, iterative=iterative, executor=executor, workers=workers,
+        address=address, output=output,
         track=False if no_track else None, pm=api.plugin_manager(),
     )  # fmt: skip
     rows = result.rows()
