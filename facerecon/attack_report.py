@@ -31,6 +31,7 @@ def record(result: AttackResult) -> dict[str, Any]:
         "people": [p.name for p in collection.people],
         "type2": collection.type2,
         "skipped_photos": {str(k): v for k, v in collection.skipped.items()},
+        "generators": {m.name: m.source for m in result.methods if m.source},
         "resumed_people": result.resumed,
         "failed_people": result.failed,
         "judges": _plain(attack.reference_rows(result.judges)),
@@ -108,6 +109,8 @@ def tables(data: dict[str, Any]) -> str:
         cells += [_num(row["mean_type1"]), _num(row["mean_type2"]), _pct(row["face_rate"])]
         cells.append(_num(row["seconds_per_template"], ".2f"))
         lines.append("| " + " | ".join(cells) + " |")
+    for name, source in data.get("generators", {}).items():
+        lines += ["", f"{name}: `{source}`"]
     if data["failed_people"]:
         lines += ["", f"Failed attacks ({len(data['failed_people'])}):", ""]
         lines += [f"- {name}: {why}" for name, why in sorted(data["failed_people"].items())]
@@ -159,18 +162,25 @@ def _safe(name: str) -> str:
     return re.sub(r"[^\w.-]+", "_", name)
 
 
-def person_figure(result: AttackResult, person: attack.Person):
-    """One person's row: the template's photo, another photo, each method's image."""
+#: people shown in ``people.jpg``, the overview
+OVERVIEW = 8
+
+
+def people_figure(result: AttackResult, people: list[attack.Person]):
+    """Rows of people: the template's photo, another photo, each method's image."""
     model = result.model
-    target = faces.chip(model, faces.read_photo(person.photos[0]), True, str(person.photos[0]))[0]
-    other = None
-    if len(person.photos) > 1:
-        photo = person.photos[1]
-        other = faces.chip(model, faces.read_photo(photo), True, str(photo))[0]
-    images = [target, other] + [m.images.get(person.name) for m in result.methods]
-    blank = np.full_like(target, 0.85)  # no other photo, or no stored image
+    rows = []
+    for person in people:
+        chips = [
+            faces.chip(model, faces.read_photo(photo), True, str(photo))[0]
+            for photo in person.photos[:2]
+        ]
+        blank = np.full_like(chips[0], 0.85)  # no other photo, or no stored image
+        images = chips[:1] + [chips[1] if len(chips) > 1 else blank]
+        images += [m.images.get(person.name, blank) for m in result.methods]
+        rows.append((person.name, images))
     titles = ["template's photo", "another photo"] + [m.name for m in result.methods]
-    return labelled_grid([(person.name, [blank if i is None else i for i in images])], titles)
+    return labelled_grid(rows, titles)
 
 
 def write(result: AttackResult, folder: Path) -> dict[str, Any]:
@@ -184,10 +194,14 @@ def write(result: AttackResult, folder: Path) -> dict[str, Any]:
     roc_figure(result).savefig(folder / "roc.png")
     if result.spec.tracking.images != "none":
         (folder / "people").mkdir(exist_ok=True)
-        for person in result.collection.people:
-            fig = person_figure(result, person)
-            fig.savefig(folder / "people" / f"{_safe(person.name)}.png")
+        people = result.collection.people
+        for person in people:
+            fig = people_figure(result, [person])
+            fig.savefig(folder / "people" / f"{_safe(person.name)}.jpg", pil_kwargs={"quality": 85})
             plt.close(fig)
+        fig = people_figure(result, people[:OVERVIEW])
+        fig.savefig(folder / "people.jpg", pil_kwargs={"quality": 85})
+        plt.close(fig)
     if result.run_id is not None:
         _log(result, folder, data)
     return data

@@ -38,6 +38,7 @@ class Method:
     #: median wall time (which includes a worker's first model build)
     seconds: float | None = None
     durations: dict[str, float] = field(default_factory=dict)  # person -> run seconds
+    source: str = ""  # what made the images (a generator's model URI)
 
 
 @dataclass
@@ -185,7 +186,7 @@ def _baseline(spec: Spec, model: FaceModel) -> np.ndarray:
 
 
 def _generated(
-    source: str, attacked: FaceModel, people: list[attack.Person], guide: str | None
+    label: str, source: str, attacked: FaceModel, people: list[attack.Person], guide: str | None
 ) -> Method:
     """A generator's one-pass reconstructions of every person's template (a guided one
     gets ``guide``, a tight crop, for every template) and its seconds per template."""
@@ -204,8 +205,8 @@ def _generated(
     start = time.perf_counter()
     images = generator.generate(rows, guides, 32)
     seconds = (time.perf_counter() - start) / len(people)
-    return Method(source, images=dict(zip((p.name for p in people), images, strict=True)),
-                  seconds=seconds)  # fmt: skip
+    named = dict(zip((p.name for p in people), images, strict=True))
+    return Method(label, images=named, seconds=seconds, source=source)
 
 
 def evaluate_attack(
@@ -296,8 +297,8 @@ def evaluate_attack(
         judges.detector = instantiate(reg, "detector", PluginRef(name=spec.judges.detector))
     judges.references = _references(models, embedded, people)
     methods = [iterative] if iterative_runs else []
-    for source in generators:
-        methods.append(_generated(source, attacked, people, guide))
+    for index, source in enumerate(generators, 1):
+        methods.append(_generated(f"generator {index}", source, attacked, people, guide))
     start = _baseline(spec, attacked)
     methods.append(Method("baseline (start image)", images={p.name: start for p in people}))
     for method in methods[1:]:

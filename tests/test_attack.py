@@ -170,10 +170,11 @@ def test_an_attack_reports_white_box_and_transfer_rates_and_resumes(collection, 
         assert row["comparisons_type2"] == 2 and row["people"] == 3
         assert row["mean_type1"] == pytest.approx(np.mean(type1), abs=1e-5)
     assert {p.name for p in (folder / "people").iterdir()} == {
-        "obama.png",
-        "biden.png",
-        "eileen.png",
+        "obama.jpg",
+        "biden.jpg",
+        "eileen.jpg",
     }
+    assert (folder / "people.jpg").is_file()
     assert (folder / "roc.png").stat().st_size > 0 and "SAR I @1e-2" in (
         folder / "attack.md"
     ).read_text()
@@ -276,9 +277,10 @@ def test_a_generator_is_judged_by_the_same_protocol(collection, store):
     generated = result.methods[1]
     assert [m.name for m in result.methods] == [
         "iterative (adam)",
-        source,
+        "generator 1",
         "baseline (start image)",
     ]
+    assert json.loads((folder / "attack.json").read_text())["generators"] == {"generator 1": source}
     assert generated.seconds > 0
     judge = TinyJudge(TinyJudge.Params())
     for name in ("obama", "biden"):
