@@ -358,9 +358,12 @@ def evaluate(
         "loss / iterative",
         "images/s",
     )
-    for column in columns:
+    summary = result.summary()
+    # the judges' means: other recognizers' type I cosine, the detector's face rate
+    judged = [k for k in (summary[0] if summary else {}) if k.endswith(("/type1", "/face"))]
+    for column in (*columns, *(k.removeprefix("judge/") for k in judged)):
         table.add_column(column, justify="left" if column == "method" else "right")
-    for row in result.summary():
+    for row in summary:
         speed = row["images_per_second"]
         table.add_row(
             row["method"],
@@ -370,6 +373,7 @@ def evaluate(
             f"{row['verified']:.0%}",
             f"{row['loss_ratio']:.2f}",
             "-" if speed != speed else f"{speed:.1f}",
+            *(f"{row[k]:.3f}" for k in judged),
         )
     out().print(table)
     for row in result.summary():

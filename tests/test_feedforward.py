@@ -279,6 +279,7 @@ def test_evaluation_numbers_match_a_direct_computation(in_store, tmp_path):
         "targets": [{"image": f"builtin:lfw/{i}", "align": False} for i in (60, 70, 80)],
         "solver": {"name": "adam", "steps": 5, "lr": 0.02},
         "init": {"kind": "guide"},
+        "judges": {"models": ["tiny"], "detector": None},
     }
     path = tmp_path / "eval.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -303,6 +304,8 @@ def test_evaluation_numbers_match_a_direct_computation(in_store, tmp_path):
     assert g0["mean_distance"] == pytest.approx(distance.mean(), rel=1e-4)
     assert g0["mean_cosine"] == pytest.approx(cosine.mean(), rel=1e-4)
     assert g0["verified"] == pytest.approx(np.mean(distance < 0.05))
+    # the judge (here the model itself) scores each image against its target photo
+    assert g0["judge/tiny/type1"] == pytest.approx(cosine.mean(), abs=1e-5)
     tv = sum(np.sum(np.diff(images, axis=a) ** 2, (1, 2, 3)) for a in (1, 2))
     guide_chip = faces.resize(faces.read_image("builtin:average-face"), 32)
     conv1 = _conv1(model)

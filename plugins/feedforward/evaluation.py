@@ -2,7 +2,9 @@
 
 Every method - each generator, and the spec's iterative solver - is scored with the same
 objective and weights on the same targets: mean total loss, mean l2 embedding distance,
-mean normalized dot product, and the fraction within a verification threshold.
+mean normalized dot product, and the fraction within a verification threshold; and by the
+spec's judges (:mod:`facerecon.judging`: other recognizers' cosines to the target photos,
+whether a detector finds a face), as means over the targets.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class Scores:
     images: np.ndarray  # (T, S, S, 3)
     terms: dict[str, np.ndarray]  # per target
     images_per_second: float = float("nan")
+    #: the judges' means over the targets (``judge/<model>/type1``, ``judge/mtcnn/face``...)
+    judges: dict[str, float] = field(default_factory=dict)
 
     def summary(self, threshold: float) -> dict[str, Any]:
         return {
@@ -42,6 +46,7 @@ class Scores:
             "mean_cosine": float(np.mean(self.terms["cosine"])),
             "verified": float(np.mean(self.terms["distance"] < threshold)),
             "images_per_second": self.images_per_second,
+            **self.judges,
         }
 
 
@@ -181,6 +186,8 @@ def evaluate(
         images, terms = kept(context, objective, result.images, weights)
         evaluation.iterative = Scores("iterative", spec.solver.name, images, terms)
         evaluation.iterative_run_id = result.run_id
+    if context.judges is not None:
+        _judge(evaluation, context)
     if spec.tracking.enabled:
         from .tracking import log_evaluation
 
@@ -188,3 +195,13 @@ def evaluate(
             evaluation, spec.tracking.experiment, f"evaluate-{spec.name}"
         )
     return evaluation
+
+
+def _judge(evaluation: Evaluation, context: RunContext) -> None:
+    """Every method's kept images scored by the run's judges, as means over the targets."""
+    from facerecon import judging
+
+    entries = context.extras["target_entries"]
+    for method in evaluation.methods():
+        scores = judging.score(context.judges, list(method.images), entries)
+        method.judges = judging.means(scores)
