@@ -327,8 +327,10 @@ def evaluate(
     from facerecon.console import ConsoleReporter
 
     if collections:
-        _attack(spec, list(collections), pairs, identities, generators, guide, not no_iterative,
-                executor, workers, address, output, no_track)  # fmt: skip
+        options = {"pairs": pairs, "identities": identities, "generators": generators,
+                   "guide": guide, "iterative": not no_iterative, "executor": executor,
+                   "workers": workers, "address": address, "output": output}  # fmt: skip
+        _attack(spec, list(collections), no_track, options)
         return
     if pairs or identities or guide:
         raise FaceReconError("--pairs, --identities and --guide need --collection")
@@ -382,28 +384,13 @@ def evaluate(
         err.print(f"MLflow run [bold]{result.run_id}[/] (evaluation table, Fig. 10 scatter)")
 
 
-def _attack(
-    spec: str,
-    collection: list[str],
-    pairs: str | None,
-    identities: int | None,
-    generators: tuple[str, ...],
-    guide: str | None,
-    iterative: bool,
-    executor: str,
-    workers: int | None,
-    address: str | None,
-    output: str | None,
-    no_track: bool,
-) -> None:
+def _attack(spec: str, collection: list[str], no_track: bool, options: dict) -> None:
+    """``evaluate --collection``: :func:`facerecon.api.attack` with the command's options,
+    and its table."""
     from facerecon import api
 
-    result, folder = api.attack(
-        spec, collection, pairs=pairs, identities=identities, generators=generators,
-        guide=guide, iterative=iterative, executor=executor, workers=workers,
-        address=address, output=output,
-        track=False if no_track else None, pm=api.plugin_manager(),
-    )  # fmt: skip
+    track = False if no_track else None
+    result, folder = api.attack(spec, collection, track=track, pm=api.plugin_manager(), **options)
     rows = result.rows()
     rates = [r for r in ("1e-2", "1e-3") if any(f"sar1@{r}" in row for row in rows)]
     table = Table(title=f"{result.spec.name}: attack on {len(result.collection.people)} people")

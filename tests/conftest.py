@@ -8,9 +8,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest
 
-from facerecon.plugins import plugin_manager
+from facerecon.plugins import failures, plugin_manager
 
 from . import tiny_model
+from .entry_points import ROOT, plugin_site
 
 
 @pytest.fixture(autouse=True)
@@ -28,3 +29,17 @@ def store(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
     return uri
+
+
+@pytest.fixture
+def plugins_on_path(tmp_path, monkeypatch):
+    """Test plugins visible to this process (a fresh plugin manager) and to child processes
+    (local workers, Ray's), which inherit this environment."""
+    site = plugin_site(tmp_path)
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), str(ROOT)]))
+    plugin_manager.cache_clear()
+    yield site
+    monkeypatch.undo()
+    plugin_manager.cache_clear()
+    failures.clear()

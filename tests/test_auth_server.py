@@ -17,10 +17,8 @@ from mlflow.server import get_app_client
 from facerecon import api, tracking
 from facerecon.errors import FaceReconError
 from facerecon.executors.ray import RayExecutor
-from facerecon.plugins import plugin_manager
 from facerecon.validation import validate
 
-from .entry_points import ROOT, plugin_site
 from .servers import free_port, serving
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -169,20 +167,8 @@ def test_an_account_without_edit_permission_cannot_log_until_granted(remote, mon
     assert runs[result.run_id].data.tags["mlflow.user"] == "bob"
 
 
-@pytest.fixture
-def ray_plugins(tmp_path, monkeypatch):
-    """The tiny model visible to Ray's workers, which inherit this environment."""
-    site = plugin_site(tmp_path)
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), str(ROOT)]))
-    plugin_manager.cache_clear()
-    yield
-    monkeypatch.undo()
-    plugin_manager.cache_clear()
-
-
 def test_a_ray_sweep_with_credentials_in_the_environment_lands_every_child(
-    remote, monkeypatch, ray_plugins
+    remote, monkeypatch, plugins_on_path
 ):
     _as(monkeypatch, ALICE)  # the local Ray runtime's workers start with this environment
     spec = validate({**RUN, "name": "authed-sweep", "sweep": {"grid": {"seed": [0, 1, 2]}}})
@@ -196,7 +182,7 @@ def test_a_ray_sweep_with_credentials_in_the_environment_lands_every_child(
 
 
 def test_ray_workers_without_valid_credentials_fail_the_sweep_before_it_starts(
-    remote, monkeypatch, ray_plugins
+    remote, monkeypatch, plugins_on_path
 ):
     # The submitting process's own check passed earlier; here the workers (started now,
     # with this environment) hold a wrong password: the probe on a worker says so.

@@ -20,7 +20,6 @@ from mlflow import MlflowClient
 
 from facerecon import api
 from facerecon.errors import FaceReconError
-from facerecon.plugins import failures, plugin_manager
 from facerecon.validation import validate
 
 from .entry_points import ROOT, plugin_site
@@ -38,19 +37,6 @@ BASE = {
 def _children(client: MlflowClient, parent: str):
     experiment = client.get_run(parent).info.experiment_id
     return client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'")
-
-
-@pytest.fixture
-def plugins_on_path(tmp_path, monkeypatch):
-    """Test plugins visible to this process (a fresh plugin manager) and to child processes."""
-    site = plugin_site(tmp_path)
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), str(ROOT)]))
-    plugin_manager.cache_clear()
-    yield site
-    monkeypatch.undo()
-    plugin_manager.cache_clear()
-    failures.clear()
 
 
 def test_ctrl_c_cancels_outstanding_variants_and_marks_their_runs_killed(
