@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from mlflow import MlflowClient
 
@@ -177,3 +179,18 @@ def test_two_parallel_workers_lose_no_run(store, tmp_path, monkeypatch):
         assert [m.step for m in history] == list(range(6))
         assert "final.png" in {a.path for a in client.list_artifacts(child.info.run_id)}
     assert {r.info.run_id for r in children} == {o.run_id for o in ctx.outcomes}
+
+
+def test_a_runtime_started_here_leaves_no_variables_behind(monkeypatch):
+    # ray.init sets RAY_AUTH_MODE and others in this process; every later child process
+    # (a worker pool, another Ray runtime) would inherit them
+    import ray
+
+    from facerecon.executors.ray import RayExecutor
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    before = dict(os.environ)
+    with RayExecutor(None, 1.0, 0.0, None):
+        assert ray.is_initialized()
+    assert not ray.is_initialized()
+    assert dict(os.environ) == before

@@ -77,6 +77,9 @@ class RayExecutor:
         self.address, self.cpus, self.gpus = address, cpus, gpus
         self.experiment = experiment
         self._started = False
+        #: this process's environment before Ray started here (ray.init leaves variables
+        #: such as RAY_AUTH_MODE behind, which every later child process would inherit)
+        self._environ: dict[str, str] | None = None
         where = f"at {address}" if address else "local runtime"
         need = f"{cpus:g} CPU" + (f", {gpus:g} GPU" if gpus else "")
         self.description = f"ray ({where}), {need} per variant"
@@ -86,6 +89,7 @@ class RayExecutor:
         if ray.is_initialized():
             return False
         env = {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
+        self._environ = dict(os.environ)
         try:
             ray.init(
                 address=self.address,
@@ -95,6 +99,7 @@ class RayExecutor:
                 logging_level=logging.WARNING,
             )
         except (ConnectionError, ValueError, RuntimeError) as exc:
+            self._restore_environ()
             where = self.address or "a local Ray runtime"
             raise FaceReconError(
                 f"--executor ray: could not start or reach {where}: {_reason(exc)}"
@@ -116,6 +121,13 @@ class RayExecutor:
         if self._started:
             _ray().shutdown()
             self._started = False
+        self._restore_environ()
+
+    def _restore_environ(self) -> None:
+        if self._environ is not None:
+            os.environ.clear()
+            os.environ.update(self._environ)
+            self._environ = None
 
     def _check_store(self, ray: Any) -> None:
         if self.experiment is None:
