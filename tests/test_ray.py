@@ -54,6 +54,9 @@ def test_ctrl_c_cancels_outstanding_variants_and_marks_their_runs_killed(
         [sys.executable, "-m", "facerecon.cli", "sweep", "long.yaml", "--executor", "ray"],
         cwd=tmp_path,
         start_new_session=True,  # its own process group, as a terminal's foreground job
+        # and, like one, with Ctrl-C's default action: a shell that runs the tests in the
+        # background (`pytest &`) passes SIGINT down ignored, and Python then keeps it so
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
