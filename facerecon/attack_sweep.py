@@ -18,7 +18,7 @@ import numpy as np
 import pluggy
 
 from facerecon import attack, calibration, datasets, faces, judging
-from facerecon.context import Judges, References, SweepContext, Variant
+from facerecon.context import Judges, References, Variant
 from facerecon.errors import FaceReconError
 from facerecon.kinds import FaceModel
 from facerecon.plugins import plugin_manager, registry
@@ -258,7 +258,7 @@ def evaluate_attack(
     result = AttackResult(
         spec, found, calibrated, attacked.name, spec.judges.detector, [], attacked
     )
-    evaluation = key(spec, str(Path(collection)), pairs, names)
+    evaluation = key(spec, collection, pairs, names)
     extras: dict[str, Any] = {
         "mlflow_tags": {
             "facerecon.attack": evaluation,
@@ -274,7 +274,6 @@ def evaluate_attack(
         result.resumed = sorted(iterative.scores)
     todo = [p for p in people if p.name not in iterative.scores] if iterative_runs else []
     variants = [_variant(spec, p, names) for p in todo]
-    context: SweepContext | None = None
     if variants:
         context = run_sweep(
             spec, workers=workers, executor=executor, address=address, pm=pm,
@@ -301,10 +300,11 @@ def evaluate_attack(
         methods.append(_generated(f"generator {index}", source, attacked, people, guide))
     start = _baseline(spec, attacked)
     methods.append(Method("baseline (start image)", images={p.name: start for p in people}))
-    for method in methods[1:]:
-        entries = list(range(len(people)))
-        images = [method.images[p.name] for p in people]
-        scored = judging.score(judges, images, entries)
+    entries = list(range(len(people)))
+    for method in methods:
+        if method is iterative:  # its runs scored it, with the same judges and photos
+            continue
+        scored = judging.score(judges, [method.images[p.name] for p in people], entries)
         method.scores = {p.name: s for p, s in zip(people, scored, strict=True)}
     result.methods = methods
     return result

@@ -287,6 +287,12 @@ def test_a_generator_is_judged_by_the_same_protocol(collection, store):
         photo = faces.read_photo(sorted((collection / name).iterdir())[0])
         mine = _embed(judge, generated.images[name]) @ _embed(judge, photo)
         assert generated.scores[name]["tiny-judge"]["type1"] == pytest.approx(mine, abs=1e-5)
+    # generators alone: the first method is a generator now, and it is judged too
+    alone, _ = api.attack(
+        spec, str(collection), identities=2, generators=(source,), iterative=False
+    )
+    assert [m.name for m in alone.methods] == ["generator 1", "baseline (start image)"]
+    assert alone.methods[0].scores["obama"] == generated.scores["obama"]
     rows = [r for r in json.loads((folder / "attack.json").read_text())["methods"]]
     assert {(r["method"], r["judge"]) for r in rows} == {
         (m, j) for m in (r["method"] for r in rows) for j in ("tiny", "tiny-judge")
