@@ -31,3 +31,19 @@ def cached_array(folder: str, name: str, key: str, compute: Callable[[], np.ndar
     np.save(partial, array)
     partial.replace(path)  # whole or absent: concurrent runs never read half a file
     return array
+
+
+def cached_arrays(
+    folder: str, name: str, key: str, compute: Callable[[], dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """:func:`cached_array` for several arrays computed together (kept as one ``.npz``)."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    path = cache_dir(folder) / f"{name}-{digest}.npz"
+    if path.is_file():
+        with np.load(path) as stored:
+            return dict(stored)
+    arrays = compute()
+    partial = path.with_suffix(f".{os.getpid()}.npz")
+    np.savez(partial, **arrays)
+    partial.replace(path)
+    return arrays

@@ -16,6 +16,7 @@ from facerecon.context import BatchElement, RunContext, RunResult
 from facerecon.embeddings import check_rows, numeric, read_npy
 from facerecon.errors import FaceReconError
 from facerecon.kinds import FaceModel, Plugin, PrepareContext
+from facerecon.neighbours import nearest_means
 from facerecon.objective import Objective, Term, Transforms, forward_for
 from facerecon.plugins import Registry, plugin_manager, registry
 from facerecon.spec import PluginRef, Spec, TargetRef, term_labels
@@ -100,7 +101,11 @@ def _target_rows(
 
 
 def _init(
-    spec: Spec, elements: list[BatchElement], guides: list[np.ndarray], model: FaceModel
+    spec: Spec,
+    elements: list[BatchElement],
+    guides: list[np.ndarray],
+    model: FaceModel,
+    targets: np.ndarray,
 ) -> np.ndarray:
     size = model.input_size
     rng = np.random.default_rng(spec.seed)
@@ -110,6 +115,9 @@ def _init(
         return np.clip(0.5 + init.noise * rng.standard_normal(shape), 0, 1).astype(np.float32)
     if init.kind == "guide":
         images = np.stack([guides[e.guide] for e in elements])
+    elif init.kind == "mean" and init.nearest:
+        means = nearest_means(model, init.images, init.align, targets, init.nearest, spec.base_dir)
+        images = means[[e.target for e in elements]]
     else:
         if init.kind == "mean":
             base = faces.mean_chip(model, init.images, init.align, spec.base_dir)
@@ -189,7 +197,7 @@ def prepare(spec: Spec, reg: Registry | None = None) -> tuple[RunContext, Object
         labels=objective.labels,
         total_steps=getattr(solver.params, "steps", 0),
     )
-    context.extras["init"] = _init(spec, elements, guide_chips, model)
+    context.extras["init"] = _init(spec, elements, guide_chips, model, targets)
     context.extras["target_entries"] = entries
     # A photo with several faces gives its largest: reporters say which, MLflow tags it.
     context.extras["target_faces"] = face_notes

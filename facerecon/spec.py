@@ -111,11 +111,20 @@ class InitSpec(_Strict):
     align: bool = Field(
         False, description="align the collection's faces (kind: mean); false for tight crops"
     )
+    nearest: int | None = Field(
+        None,
+        ge=1,
+        description="kind: mean: average only the k faces of the collection whose templates "
+        "are closest to each target's, among those the optimized model calls other people "
+        "(needs only the template; a start image of the person's sex, age and skin)",
+    )
 
     @model_validator(mode="after")
     def _image(self) -> InitSpec:
         if (self.kind == "image") != (self.image is not None):
             raise ValueError("`image` is required with kind: image, and only then")
+        if self.nearest is not None and self.kind != "mean":
+            raise ValueError("`nearest` goes with kind: mean, and only there")
         return self
 
 
