@@ -21,6 +21,7 @@ from facerecon import attack, calibration, datasets, faces, judging
 from facerecon.context import Judges, References, Variant
 from facerecon.errors import FaceReconError
 from facerecon.kinds import FaceModel
+from facerecon.neighbours import nearest_means
 from facerecon.plugins import plugin_manager, registry
 from facerecon.runner import embed_photo, instantiate
 from facerecon.spec import PluginRef, Spec
@@ -177,12 +178,18 @@ def _references(models: list[FaceModel], embedded, people: list[attack.Person]) 
     }
 
 
-def _baseline(spec: Spec, model: FaceModel) -> np.ndarray:
-    """The image the iterative solver starts from when it knows nothing of the target: the
-    spec's mean face, or the average face."""
-    if spec.init.kind == "mean" and spec.init.images:
-        return faces.mean_chip(model, spec.init.images, spec.init.align, spec.base_dir)
-    return faces.chip(model, faces.read_image("builtin:average-face"), False, "average-face")[0]
+def _baseline(spec: Spec, model: FaceModel, templates: np.ndarray) -> np.ndarray:
+    """Per template, the image the iterative solver starts from before any step: the mean
+    of the template's nearest strangers (``init.nearest``), the spec's mean face, or the
+    average face."""
+    init = spec.init
+    if init.kind == "mean" and init.nearest:
+        return nearest_means(model, init.images, init.align, templates, init.nearest, spec.base_dir)
+    if init.kind == "mean":
+        start = faces.mean_chip(model, init.images, init.align, spec.base_dir)
+    else:
+        start = faces.chip(model, faces.read_image("builtin:average-face"), False, "average")[0]
+    return np.repeat(start[None], len(templates), axis=0)
 
 
 def _generated(
@@ -298,8 +305,9 @@ def evaluate_attack(
     methods = [iterative] if iterative_runs else []
     for index, source in enumerate(generators, 1):
         methods.append(_generated(f"generator {index}", source, attacked, people, guide))
-    start = _baseline(spec, attacked)
-    methods.append(Method("baseline (start image)", images={p.name: start for p in people}))
+    starts = _baseline(spec, attacked, embedded[attacked.name].of([p.photos[0] for p in people]))
+    named = {p.name: start for p, start in zip(people, starts, strict=True)}
+    methods.append(Method("baseline (start image)", images=named))
     entries = list(range(len(people)))
     for method in methods:
         if method is iterative:  # its runs scored it, with the same judges and photos
