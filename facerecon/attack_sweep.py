@@ -196,21 +196,31 @@ def _generated(
     label: str, source: str, attacked: FaceModel, people: list[attack.Person], guide: str | None
 ) -> Method:
     """A generator's one-pass reconstructions of every person's template (a guided one
-    gets ``guide``, a tight crop, for every template) and its seconds per template."""
+    gets ``guide``, a tight crop, for every template, unless it makes its own) and its
+    seconds per template."""
     from facerecon_plugins.feedforward import store
+    from facerecon_plugins.feedforward.guides import own_guides
 
     generator = store.load(source)
     generator.check_model(attacked, source)
-    if generator.guided and guide is None:
+    strangers = own_guides(generator.config, attacked)
+    if generator.guided and strangers is None and guide is None:
         raise FaceReconError(f"{source}: a guided generator needs --guide (its guide image)")
-    chip = None
-    if generator.guided:
-        chip = faces.chip(attacked, faces.read_image(guide), False, guide)[0]
     rows = np.stack([embed_photo(attacked, str(p.photos[0]))[0] for p in people])
-    rows, guides = generator.check_inputs(rows, chip, source)
-    generator.generate(rows[:32], None if guides is None else guides[:32], 32)  # trace first
+    chip = None
+    if strangers is not None:
+        strangers.preload()  # reading the collection's photos is set-up, not generation
+    elif generator.guided:
+        chip = faces.chip(attacked, faces.read_image(guide), False, guide)[0]
+
+    def one_pass() -> np.ndarray:
+        # a generator with its own guides makes them per template: part of the pass's cost
+        guides = chip if strangers is None else strangers.means(rows)
+        return generator.generate(rows, guides, 32)
+
+    one_pass()  # trace first
     start = time.perf_counter()
-    images = generator.generate(rows, guides, 32)
+    images = one_pass()
     seconds = (time.perf_counter() - start) / len(people)
     named = dict(zip((p.name for p in people), images, strict=True))
     return Method(label, images=named, seconds=seconds, source=source)

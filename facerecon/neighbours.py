@@ -84,6 +84,42 @@ def nearest(
     return picks
 
 
+class Strangers:
+    """A collection's faces, ready to give any template the mean of its ``k`` nearest
+    strangers; chips are read on first need and kept (``preload`` reads them all)."""
+
+    def __init__(
+        self, model: FaceModel, source: str, align: bool, k: int, base_dir: Path = Path(".")
+    ) -> None:
+        self.model, self.source, self.align, self.k, self.base_dir = (
+            model, source, align, k, base_dir
+        )  # fmt: skip
+        self.index = collection_index(model, source, align, base_dir)
+        self.below = strangers_threshold(model)
+        self._chips: dict[int, np.ndarray] = {}
+
+    def _load(self, numbers: set[int]) -> None:
+        missing = numbers - set(self._chips)
+        if not missing:
+            return
+        for number, image in enumerate(faces.each_image(self.source, self.base_dir)):
+            if number in missing:
+                self._chips[number] = faces.chip(self.model, image, self.align, self.source)[0]
+
+    def preload(self) -> Strangers:
+        """Read every face now (for many calls, e.g. every training step)."""
+        self._load({int(n) for n in self.index["images"]})
+        return self
+
+    def means(self, templates: np.ndarray) -> np.ndarray:
+        """(T, H, W, 3): per template, the mean chip of its ``k`` nearest strangers."""
+        picks = nearest(templates, self.index["embeddings"], self.k, self.below)
+        numbers = [[int(self.index["images"][row]) for row in pick] for pick in picks]
+        self._load({n for pick in numbers for n in pick})
+        means = [np.mean([self._chips[n] for n in pick], axis=0) for pick in numbers]
+        return np.stack(means).astype(np.float32)
+
+
 def nearest_means(
     model: FaceModel,
     source: str,
@@ -94,14 +130,4 @@ def nearest_means(
 ) -> np.ndarray:
     """(T, H, W, 3): per template, the mean chip of its ``k`` nearest strangers in
     ``source``."""
-    index = collection_index(model, source, align, base_dir)
-    picks = nearest(templates, index["embeddings"], k, strangers_threshold(model))
-    wanted = {int(index["images"][row]) for pick in picks for row in pick}
-    chips = {
-        number: faces.chip(model, image, align, source)[0]
-        for number, image in enumerate(faces.each_image(source, base_dir))
-        if number in wanted
-    }
-    return np.stack(
-        [np.mean([chips[int(index["images"][row])] for row in pick], axis=0) for pick in picks]
-    ).astype(np.float32)
+    return Strangers(model, source, align, k, base_dir).means(templates)

@@ -213,9 +213,21 @@ def _check_labels(spec: Spec) -> list[str]:
 def _check_guided(spec: Spec) -> list[str]:
     """A guided generator is checked here, not after the model has loaded."""
     generator = spec.solver.params.get("generator")
-    if spec.guides or not isinstance(generator, dict) or generator.get("kind") != "guided":
+    if not isinstance(generator, dict) or generator.get("kind") != "guided":
         return []
-    return ["solver.generator.kind: 'guided' needs at least one entry under `guides`"]
+    if generator.get("nearest") is not None:
+        if spec.guides:
+            return [
+                "solver.generator.nearest: the generator makes each template's guide; "
+                "remove `guides` from the spec"
+            ]
+        return []
+    if spec.guides:
+        return []
+    return [
+        "solver.generator.kind: 'guided' needs at least one entry under `guides` "
+        "(or solver.generator.nearest)"
+    ]
 
 
 def _check_source(where: str, source: str, base_dir: Path, what: str = "file") -> list[str]:

@@ -8,6 +8,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest
 
+from facerecon import hookimpl
 from facerecon.plugins import failures, plugin_manager
 
 from . import tiny_model
@@ -20,6 +21,29 @@ def tiny() -> None:
     pm = plugin_manager()
     if not pm.is_registered(tiny_model):
         pm.register(tiny_model, name="tests.tiny")
+
+
+class CalibratedTiny(tiny_model.TinyModel):
+    """The tiny network with calibrated thresholds (a test may set its own): it can tell
+    strangers, and would be a default judge, so it is registered only on request."""
+
+    name = "tiny-calibrated"
+    thresholds = {"1e-2": 0.99, "1e-3": 0.995}
+
+
+class _Calibrated:
+    @hookimpl
+    def register_models(self, register):
+        register(CalibratedTiny)
+
+
+@pytest.fixture
+def calibrated():
+    """``CalibratedTiny``, registered for the test."""
+    pm = plugin_manager()
+    pm.register(_Calibrated(), name="tests.calibrated")
+    yield CalibratedTiny
+    pm.unregister(name="tests.calibrated")
 
 
 @pytest.fixture

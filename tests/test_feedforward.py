@@ -572,3 +572,83 @@ def test_training_sees_the_spec_transforms():
     # strong noise on every draw changes what the model sees, so the loss
     noisy = _first_training_loss({"samples": 2, "chain": [{"name": "noise", "std": 0.5}]})
     assert abs(noisy - plain) > 1e-3 * plain
+
+
+def nearest_guides(model, templates, k, below):
+    """Brute force: per template, the mean LFW chip of its k most similar strangers."""
+    chips = np.stack([faces.resize(faces.as_rgb(p), 32) for p in faces.read_images("builtin:lfw")])
+    rows = np.asarray(model.network()(chips), np.float64)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    out = []
+    for template in np.asarray(templates, np.float64):
+        cosines = rows @ (template / np.linalg.norm(template))
+        order = [i for i in np.argsort(-cosines, kind="stable") if cosines[i] < below]
+        out.append(chips[order[:k]].mean(axis=0))
+    return np.stack(out).astype(np.float32)
+
+
+def test_a_generator_with_nearest_guides_trains_and_generates_on_them(
+    tmp_path, store, calibrated, monkeypatch
+):
+    from facerecon.neighbours import Strangers
+
+    monkeypatch.setenv("FACERECON_CACHE_DIR", str(tmp_path / "cache"))
+    seen = []
+    means = Strangers.means
+    monkeypatch.setattr(
+        Strangers, "means", lambda self, t: seen.append(np.array(t)) or means(self, t)
+    )
+    spec = {
+        **SPEC,
+        "name": "ff-nearest",
+        "model": {"name": "tiny-calibrated"},
+        "guides": [],
+        "loss": {"metric": {"name": "l2"}, "regularizers": [{"name": "tv", "weight": 0.001}]},
+        "solver": {
+            **SPEC["solver"],
+            "generator": {
+                "kind": "guided",
+                "filters": 6,
+                "depth": 2,
+                "nearest": {"images": "builtin:lfw", "align": False, "k": 5},
+            },
+            "sampling": {"images": "builtin:lfw", "subset": [0, 50]},
+            "steps": 3,
+            "batch": 4,
+            "report_every": 3,
+        },
+    }
+    result = api.run(validate(spec))
+    model, below = calibrated(), calibrated.thresholds["1e-2"]
+    targets = np.asarray(
+        model.network()(
+            np.stack(
+                [
+                    faces.resize(faces.read_image(f"builtin:{n}"), 32)
+                    for n in ("astronaut", "grace-hopper")
+                ]
+            )
+        )
+    )
+    # every training step drew its batch's guides from the batch's own sampled embeddings
+    chips = np.stack(
+        [faces.resize(faces.as_rgb(p), 32) for p in faces.read_images("builtin:lfw")[:50]]
+    )
+    sampler = EmbeddingSampler("gaussian", np.asarray(model.network()(chips)), 0.1)
+    drawn = [sampler.sample(np.random.default_rng([0, t]), 4) for t in range(3)]
+    batches = [s for s in seen if len(s) == 4]
+    assert len(batches) == 3
+    for got, want in zip(batches, drawn, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # the probes: the network on the targets with their brute-force guides
+    guides = nearest_guides(model, targets, 5, below)
+    network = result.extras["generator"].network
+    expected = np.asarray(network([targets, guides], training=False))
+    np.testing.assert_allclose(result.images, expected, atol=1e-5)
+    # stored and loaded back, it makes the same guides for an embedding file
+    np.save(tmp_path / "t.npy", targets)
+    uri = f"runs:/{result.run_id}/generator"
+    made = generate(uri, tmp_path / "t.npy")
+    np.testing.assert_allclose(made.images, expected, atol=1e-5)
+    with pytest.raises(FaceReconError, match="makes its own guides"):
+        generate(uri, tmp_path / "t.npy", guide="builtin:average-face")

@@ -6,41 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facerecon import faces, hookimpl
+from facerecon import faces
 from facerecon.errors import FaceReconError
 from facerecon.neighbours import nearest
-from facerecon.plugins import plugin_manager
 from facerecon.runner import prepare
 from facerecon.validation import validate
-
-from .tiny_model import TinyModel
-
-
-class CalibratedTiny(TinyModel):
-    """The tiny network with thresholds (set per test): it can tell strangers."""
-
-    name = "tiny-calibrated"
-    thresholds: dict[str, float] = {}
-
-
-class Plugin:
-    @hookimpl
-    def register_models(self, register):
-        register(CalibratedTiny)
-
-
-@pytest.fixture
-def calibrated():
-    pm = plugin_manager()
-    pm.register(Plugin(), name="tests.calibrated")
-    yield
-    pm.unregister(name="tests.calibrated")
 
 
 def brute_force(template, rows, k, below):
     scored = []
     for i, row in enumerate(rows):
-        cosine = sum(a * b for a, b in zip(template, row)) / (
+        cosine = sum(a * b for a, b in zip(template, row, strict=True)) / (
             np.sqrt(sum(a * a for a in template)) * np.sqrt(sum(b * b for b in row))
         )
         if cosine < below:
@@ -66,18 +42,16 @@ def test_too_few_strangers_is_one_line():
         nearest(np.array([[1.0, 0, 0]]), rows, 3, 0.5)
 
 
-def test_a_run_starts_from_the_mean_of_the_nearest_strangers(
-    tmp_path, monkeypatch, calibrated
-):
+def test_a_run_starts_from_the_mean_of_the_nearest_strangers(tmp_path, monkeypatch, calibrated):
     monkeypatch.setenv("FACERECON_CACHE_DIR", str(tmp_path / "cache"))
     photos = faces.read_images("builtin:lfw")
     chips = np.stack([faces.resize(faces.as_rgb(p), 32) for p in photos])
-    network = CalibratedTiny().network()
+    network = calibrated().network()
     rows = np.asarray(network(chips))
     target = rows[5]  # lfw/5 is in the collection: it must not start from itself
     cosines = rows @ target / np.linalg.norm(rows, axis=1) / np.linalg.norm(target)
     below = float(np.quantile(cosines, 0.7))  # 30% of the faces count as the person
-    monkeypatch.setattr(CalibratedTiny, "thresholds", {"1e-2": below, "1e-3": below + 0.01})
+    monkeypatch.setattr(calibrated, "thresholds", {"1e-2": below, "1e-3": below + 0.01})
     expected = chips[brute_force(target, rows, 9, below)].mean(axis=0)
 
     spec = validate(

@@ -202,7 +202,17 @@ def test_regularizer_labels_must_be_unique_and_not_reserved():
 
 def test_a_guided_generator_needs_guides():
     (line,) = errors({**BASE, "solver": {"name": "feedforward", "generator": {"kind": "guided"}}})
-    assert line == "solver.generator.kind: 'guided' needs at least one entry under `guides`"
+    assert line == (
+        "solver.generator.kind: 'guided' needs at least one entry under `guides` "
+        "(or solver.generator.nearest)"
+    )
+    nearest = {"kind": "guided", "nearest": {"k": 4}}
+    spec = {**BASE, "solver": {"name": "feedforward", "generator": nearest}}
+    assert validate(spec).solver.name == "feedforward"
+    (line,) = errors({**spec, "guides": [{"image": "builtin:astronaut"}]})
+    assert line.startswith("solver.generator.nearest: the generator makes each template's guide")
+    (line,) = errors({**BASE, "solver": {"name": "feedforward", "generator": {"nearest": {}}}})
+    assert "`nearest` gives guides: it goes with kind: guided" in line
 
 
 def test_identical_restarts_are_refused():

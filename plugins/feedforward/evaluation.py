@@ -23,6 +23,7 @@ from facerecon.runner import best_per_target
 from facerecon.spec import Spec
 
 from .generator import Generator
+from .guides import own_guides
 
 
 @dataclass
@@ -128,7 +129,10 @@ def score_generator(
     """A generator's one-pass reconstructions of the spec's targets, scored."""
     generator.check_model(context.model, source)
     guides = None
-    if generator.guided:
+    strangers = own_guides(generator.config, context.model)
+    if strangers is not None:
+        guides = strangers.means(objective.targets.numpy())
+    elif generator.guided:
         if objective.guides is None:
             raise FaceReconError(
                 f"{source}: the {generator.config.describe()} needs guides; the spec has none"

@@ -22,7 +22,7 @@ from typing import Literal
 import keras
 import numpy as np
 import tensorflow as tf
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from facerecon.embeddings import check_rows, numeric
 from facerecon.errors import FaceReconError
@@ -33,6 +33,16 @@ KERNEL = 5
 # of its farther input pixel. In a 5-tap kernel at stride 2 with "same" padding, these taps
 # put output pixel n at input position (n - 1/2) / 2, centred; the fifth tap stays zero.
 SMOOTH_TAPS = np.array([1.0, 3.0, 3.0, 1.0, 0.0]) / 4.0
+
+
+class NearestGuides(BaseModel):
+    """Each template's own guide: the mean of its ``k`` nearest strangers in a collection
+    (as ``init.nearest`` gives the iterative solver its start image)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    images: str = Field("builtin:radar", description="the public collection of faces")
+    align: bool = Field(True, description="align the collection's faces")
+    k: int = Field(32, ge=1, description="strangers averaged per template")
 
 
 class GeneratorParams(BaseModel):
@@ -49,6 +59,17 @@ class GeneratorParams(BaseModel):
         "interpolation",
         description="smooth interpolation + Xavier mixing, gray output (Sec. 5.2); or Glorot",
     )
+    nearest: NearestGuides | None = Field(
+        None,
+        description="guided only: each template's guide is the mean of its nearest strangers "
+        "(training, generation and evaluation alike) instead of the spec's guide images",
+    )
+
+    @model_validator(mode="after")
+    def _nearest(self) -> GeneratorParams:
+        if self.nearest is not None and self.kind != "guided":
+            raise ValueError("`nearest` gives guides: it goes with kind: guided")
+        return self
 
 
 @dataclass(frozen=True)
@@ -63,6 +84,8 @@ class GeneratorConfig:
     model: str
     input_size: int
     embedding_size: int
+    #: NearestGuides as a dict, or None: the guides are given by the caller
+    nearest: dict | None = None
 
     @classmethod
     def of(cls, params: GeneratorParams, model: FaceModel) -> GeneratorConfig:
@@ -75,7 +98,7 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> GeneratorConfig:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,6 +125,8 @@ class GeneratorConfig:
 
     def describe(self) -> str:
         guide = f", guide {self.guide_filters} filters" if self.guided else ""
+        if self.nearest:
+            guide += f" from the {self.nearest['k']} nearest strangers in {self.nearest['images']}"
         return (
             f"{self.kind} generator ({self.filters} filters, depth {self.depth}{guide}) for "
             f"{self.model} ({self.input_size}x{self.input_size} in, {self.embedding_size}-d)"
@@ -298,10 +323,15 @@ class Generator:
             )
 
     def check_inputs(
-        self, embeddings: np.ndarray, guides: np.ndarray | None, where: str = "embedding"
+        self,
+        embeddings: np.ndarray,
+        guides: np.ndarray | None,
+        where: str = "embedding",
+        own: bool = False,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Embeddings as (N, D) and guides as (N, S, S, 3) float32, or an error naming both
-        sides. One guide (S, S, 3) is repeated for every embedding."""
+        sides. One guide (S, S, 3) is repeated for every embedding. ``own``: check the
+        embeddings only (the generator's own guides are made from them afterwards)."""
         c = self.config
         rows = np.atleast_2d(numeric(embeddings, where))
         if rows.ndim != 2 or rows.shape[1] != c.embedding_size:
@@ -311,6 +341,8 @@ class Generator:
                 f"({c.embedding_size},) or (N, {c.embedding_size})"
             )
         check_rows(rows, where)
+        if own:
+            return rows, None
         if self.guided and guides is None:
             raise FaceReconError(f"{where}: the {c.describe()} needs a guide image")
         if not self.guided and guides is not None:

@@ -15,6 +15,7 @@ from facerecon.errors import FaceReconError
 
 from . import store
 from .generator import Generator
+from .guides import own_guides
 
 
 @dataclass
@@ -63,18 +64,21 @@ def generate(
     """Reconstruct in one pass from embeddings (an .npy or an array) or from a photo's face.
 
     ``generator`` is an MLflow model URI (``runs:/<run_id>/generator``), a model folder or
-    a loaded :class:`Generator`; a guided generator needs ``guide`` (a photo or a crop).
+    a loaded :class:`Generator`; a guided generator needs ``guide`` (a photo or a crop),
+    unless it makes its own (``nearest``: each template's nearest strangers).
     """
     if (embedding is None) == (photo is None):
         raise FaceReconError("give exactly one of an embedding file or a photo to embed")
     source = generator if isinstance(generator, str) else "generator"
     gen = store.load(generator) if isinstance(generator, str) else generator
-    if guide is not None and not gen.guided:
-        raise FaceReconError(f"{source}: the {gen.config.describe()} takes no guide image")
-    if gen.guided and guide is None:
+    own = bool(gen.config.nearest)
+    if guide is not None and (own or not gen.guided):
+        makes = "makes its own guides" if own else "takes no guide image"
+        raise FaceReconError(f"{source}: the {gen.config.describe()} {makes}")
+    if gen.guided and not own and guide is None:
         raise FaceReconError(f"{source}: the {gen.config.describe()} needs a guide image")
     face_model = None
-    if photo is not None or guide is not None:
+    if photo is not None or guide is not None or own:
         from facerecon.api import model  # only when a photo must be embedded or aligned
 
         face_model = model(gen.config.model)
@@ -91,12 +95,17 @@ def generate(
     guide_chip = None
     if guide is not None:
         guide_chip = faces.chip(face_model, faces.read_image(guide), align, guide)[0]
+    if own:
+        rows = gen.check_inputs(rows, None, where, own=True)[0]
+        guide_chip = own_guides(gen.config, face_model).means(rows)
     rows, guides = gen.check_inputs(rows, guide_chip, where)
     # One batch first, so the timing below is of generation, not of tracing the graph.
     gen.generate(rows[:batch], None if guides is None else guides[:batch], batch)
     start = time.perf_counter()
     images = gen.generate(rows, guides, batch)
     seconds = time.perf_counter() - start
-    paths = output_paths(output, len(images)) if output is not None else []
-    write_images(images, paths)
+    paths = []
+    if output is not None:
+        paths = output_paths(output, len(images))
+        write_images(images, paths)
     return Generated(images, paths, seconds, gen)

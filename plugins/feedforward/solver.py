@@ -20,6 +20,7 @@ from facerecon.objective import Objective
 
 from .checkpoint import Checkpoints
 from .generator import Generator, GeneratorConfig, GeneratorParams
+from .guides import own_guides
 from .sampling import EmbeddingSampler, SamplingParams, real_faces
 from .training import Settings, Trainer
 
@@ -65,9 +66,16 @@ class FeedForward(Solver):
         if context is None:
             raise RuntimeError("the feedforward solver needs a prepared objective")
         config = GeneratorConfig.of(p.generator, objective.model)
-        if config.guided and objective.guides is None:
+        strangers = own_guides(config, objective.model)
+        if strangers is not None and objective.guides is not None:
             raise FaceReconError(
-                "solver.generator.kind: 'guided' needs at least one entry under `guides`"
+                "solver.generator.nearest: the generator makes each template's guide; "
+                "remove `guides` from the spec"
+            )
+        if config.guided and strangers is None and objective.guides is None:
+            raise FaceReconError(
+                "solver.generator.kind: 'guided' needs at least one entry under `guides` "
+                "(or solver.generator.nearest)"
             )
         sampler = self.sampler(objective)
         mean, variance = sampler.mean, sampler.variance
@@ -83,6 +91,7 @@ class FeedForward(Solver):
             sampler,
             Settings(p.steps, p.batch, p.lr, context.seed, p.report_every, p.checkpoint_every),
             checkpoints,
+            None if strangers is None else strangers.preload(),
         )
         steps, reason = trainer.run(on_step)
         images, _ = trainer.probe(objective.weights_at(max(steps - 1, 0)))

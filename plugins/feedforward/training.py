@@ -5,7 +5,8 @@ an Adam step on the generator's weights against the mean of the objective's tota
 each embedding being its own image's target. With the spec's ``transforms``, the model sees
 fresh seeded draws of every generated image each step, as in the iterative solver. With
 guides, the batch rows take every guide in turn; the objective is prepared once per such
-layout ("phase").
+layout ("phase"). A generator with its own guides (nearest strangers) gets each sampled
+embedding's guide as an input of the one compiled step.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from facerecon.kinds import StepInfo
+from facerecon.neighbours import Strangers
 from facerecon.objective import Objective
 
 from .checkpoint import Checkpoints
@@ -75,8 +77,10 @@ class Trainer:
         sampler: EmbeddingSampler,
         settings: Settings,
         checkpoints: Checkpoints | None = None,
+        strangers: Strangers | None = None,
     ) -> None:
         self.generator = generator
+        self.strangers = strangers
         self.objective = objective
         self.sampler = sampler
         self.settings = settings
@@ -88,14 +92,14 @@ class Trainer:
     def _train_step(self, objective: Objective, guides: np.ndarray | None) -> Callable:
         generator, optimizer = self.generator, self.optimizer
         variables = generator.network.trainable_variables
-        g = None if guides is None else tf.constant(guides, tf.float32)
+        fixed = None if guides is None else tf.constant(guides, tf.float32)
 
         @tf.function
         def step(
-            embeddings: tf.Tensor, weights: tf.Tensor, seed: tf.Tensor
+            embeddings: tf.Tensor, weights: tf.Tensor, seed: tf.Tensor, own: tf.Tensor | None
         ) -> dict[str, tf.Tensor]:
             with tf.GradientTape() as tape:
-                images = generator(embeddings, g, training=True)
+                images = generator(embeddings, fixed if own is None else own, training=True)
                 terms = objective(images, weights, targets=embeddings, seed=seed)
                 loss = tf.reduce_mean(terms["total"])
             grads = tape.gradient(loss, variables)
@@ -109,7 +113,11 @@ class Trainer:
         """Generates the run's own targets (the probes) and scores them, without training."""
         generator, objective = self.generator, self.objective
         targets = objective.targets
-        guides = None if not generator.guided else tf.constant(objective.guides, tf.float32)
+        guides = None
+        if self.strangers is not None:
+            guides = tf.constant(self.strangers.means(targets.numpy()))
+        elif generator.guided:
+            guides = tf.constant(objective.guides, tf.float32)
 
         @tf.function
         def probe(weights: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
@@ -147,6 +155,7 @@ class Trainer:
             self._train_step(objective.for_batch(s.batch, g), g)
             for g in phases(objective.guides, s.batch)
         ]
+        strangers = self.strangers
         probe = self._probe
         window: list[dict[str, float]] = []
         clock = time.perf_counter()
@@ -172,10 +181,11 @@ class Trainer:
         try:
             for t in range(start, s.steps):
                 rng = np.random.default_rng([s.seed, t])  # resumable: step t draws the same
-                embeddings = tf.constant(self.sampler.sample(rng, s.batch))
+                sampled = self.sampler.sample(rng, s.batch)
+                own = None if strangers is None else tf.constant(strangers.means(sampled))
                 weights = tf.constant(objective.weights_at(t))
                 seed = tf.constant(objective.step_seed(t))
-                terms = steps[t % len(steps)](embeddings, weights, seed)
+                terms = steps[t % len(steps)](tf.constant(sampled), weights, seed, own)
                 out = {k: float(v) for k, v in terms.items()}
                 if not math.isfinite(out["total"]):
                     reason = f"diverged at step {t} (loss is not finite)"
