@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -652,3 +653,19 @@ def test_a_generator_with_nearest_guides_trains_and_generates_on_them(
     np.testing.assert_allclose(made.images, expected, atol=1e-5)
     with pytest.raises(FaceReconError, match="makes its own guides"):
         generate(uri, tmp_path / "t.npy", guide="builtin:average-face")
+
+
+def test_keep_colour_gives_each_image_its_guides_channel_means(tmp_path):
+    generator = Generator.build(config(32, 16, "guided", keep_colour=True), seed=3)
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((3, 16)).astype(np.float32)
+    guides = (0.3 + 0.4 * rng.random((3, 32, 32, 3))).astype(np.float32)
+    images = generator.generate(rows, guides)
+    plain = Generator(generator.network, config(32, 16, "guided"))  # same weights, no shift
+    assert np.abs(images.mean(axis=(1, 2)) - guides.mean(axis=(1, 2))).max() < 1e-5
+    before = plain.network.get_layer("crop").output
+    raw = np.asarray(keras.Model(plain.network.inputs, before)([rows, guides]))
+    shifted = raw - raw.mean(axis=(1, 2), keepdims=True) + guides.mean(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(images, np.clip(shifted, 0, 1), atol=1e-5)
+    store.save(generator, tmp_path / "g")
+    np.testing.assert_allclose(store.load(str(tmp_path / "g")).generate(rows, guides), images)

@@ -59,6 +59,11 @@ class GeneratorParams(BaseModel):
         "interpolation",
         description="smooth interpolation + Xavier mixing, gray output (Sec. 5.2); or Glorot",
     )
+    keep_colour: bool = Field(
+        False,
+        description="guided only: shift each output channel to the guide's mean (dlib barely "
+        "sees colour, so without an anchor the one-pass images drift in tint)",
+    )
     nearest: NearestGuides | None = Field(
         None,
         description="guided only: each template's guide is the mean of its nearest strangers "
@@ -69,6 +74,8 @@ class GeneratorParams(BaseModel):
     def _nearest(self) -> GeneratorParams:
         if self.nearest is not None and self.kind != "guided":
             raise ValueError("`nearest` gives guides: it goes with kind: guided")
+        if self.keep_colour and self.kind != "guided":
+            raise ValueError("`keep_colour` keeps the guide's colour: it goes with kind: guided")
         return self
 
 
@@ -84,6 +91,7 @@ class GeneratorConfig:
     model: str
     input_size: int
     embedding_size: int
+    keep_colour: bool = False
     #: NearestGuides as a dict, or None: the guides are given by the caller
     nearest: dict | None = None
 
@@ -156,6 +164,18 @@ def gray_kernel(rng: np.random.Generator, in_channels: int, spatial: np.ndarray)
     mixing = xavier(rng, in_channels, 1, (1, in_channels))
     kernel = spatial[:, :, None, None] * mixing[None, None]
     return np.repeat(kernel, 3, axis=2).astype(np.float32)
+
+
+@keras.saving.register_keras_serializable(package="facerecon")
+class GuideColour(keras.layers.Layer):
+    """[image, guide] -> the image with each channel's mean moved to the guide's, in [0, 1]."""
+
+    def call(self, inputs):
+        image, guide = inputs
+        shift = keras.ops.mean(guide, axis=(1, 2), keepdims=True) - keras.ops.mean(
+            image, axis=(1, 2), keepdims=True
+        )
+        return keras.ops.clip(image + shift, 0.0, 1.0)
 
 
 def _crop(config: GeneratorConfig) -> tuple[int, int]:
@@ -231,6 +251,8 @@ def build_network(
         )(x)
     x = keras.layers.Activation("sigmoid", name="sigmoid")(x)
     image = keras.layers.Cropping2D(((low, high), (low, high)), name="crop")(x)
+    if config.keep_colour:
+        image = GuideColour(name="guide_colour")([image, inputs[1]])
     network = keras.Model(inputs, image, name=f"{config.kind}_generator")
     if config.init == "interpolation":
         _interpolation_init(network, config, np.random.default_rng(seed))
