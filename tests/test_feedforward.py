@@ -617,6 +617,7 @@ def test_a_generator_with_nearest_guides_trains_and_generates_on_them(
             "steps": 3,
             "batch": 4,
             "report_every": 3,
+            "guide_weight": 0.5,
         },
     }
     result = api.run(validate(spec))
@@ -641,6 +642,13 @@ def test_a_generator_with_nearest_guides_trains_and_generates_on_them(
     assert len(batches) == 3
     for got, want in zip(batches, drawn, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # step 0's pixel anchor: the untrained generator's images against their own guides
+    start = Generator.build(result.extras["generator"].config, sampler.mean, sampler.variance)
+    own = nearest_guides(model, drawn[0], 5, below)
+    first = np.asarray(start.network([drawn[0], own])) - own
+    history = MlflowClient(store).get_metric_history(result.run_id, "train/loss/guide_pixels")
+    (logged,) = [m for m in history if m.step == 0]  # the window of step 0 alone
+    assert logged.value == pytest.approx(float(np.mean(first**2)), rel=1e-4)
     # the probes: the network on the targets with their brute-force guides
     guides = nearest_guides(model, targets, 5, below)
     network = result.extras["generator"].network

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from facerecon.errors import FaceReconError
 from facerecon.kinds import Params, Solver, SolveResult, StepInfo
@@ -42,6 +42,21 @@ class FeedForwardParams(Params):
         None, description="folder for checkpoints (relative to the working directory); resumes"
     )
     checkpoint_every: int = Field(100, ge=1, description="save a checkpoint every N steps")
+    guide_weight: float = Field(
+        0.0,
+        ge=0,
+        description="with generator.nearest: weight of each image's mean squared pixel "
+        "distance to its own guide (what the guide regularizer does for the spec's guides)",
+    )
+
+    @model_validator(mode="after")
+    def _anchor(self) -> FeedForwardParams:
+        if self.guide_weight > 0 and self.generator.nearest is None:
+            raise ValueError(
+                "guide_weight goes with generator.nearest; for the spec's guides, use the "
+                "guide regularizer"
+            )
+        return self
 
 
 class FeedForward(Solver):
@@ -89,7 +104,15 @@ class FeedForward(Solver):
             generator,
             objective,
             sampler,
-            Settings(p.steps, p.batch, p.lr, context.seed, p.report_every, p.checkpoint_every),
+            Settings(
+                p.steps,
+                p.batch,
+                p.lr,
+                context.seed,
+                p.report_every,
+                p.checkpoint_every,
+                p.guide_weight,
+            ),
             checkpoints,
             None if strangers is None else strangers.preload(),
         )

@@ -40,6 +40,8 @@ class Settings:
     seed: int
     report_every: int
     checkpoint_every: int
+    #: with own guides: weight of each image's mean squared pixel distance to its guide
+    guide_weight: float = 0.0
 
 
 def distinct(guides: np.ndarray) -> np.ndarray:
@@ -93,6 +95,7 @@ class Trainer:
         generator, optimizer = self.generator, self.optimizer
         variables = generator.network.trainable_variables
         fixed = None if guides is None else tf.constant(guides, tf.float32)
+        anchor = self.settings.guide_weight
 
         @tf.function
         def step(
@@ -101,6 +104,11 @@ class Trainer:
             with tf.GradientTape() as tape:
                 images = generator(embeddings, fixed if own is None else own, training=True)
                 terms = objective(images, weights, targets=embeddings, seed=seed)
+                if own is not None and anchor > 0:
+                    # the guide regularizer's pixels term, for guides that change every step
+                    distance = tf.reduce_mean(tf.square(images - own), axis=[1, 2, 3])
+                    terms = {**terms, "guide_pixels": distance}
+                    terms["total"] = terms["total"] + anchor * distance
                 loss = tf.reduce_mean(terms["total"])
             grads = tape.gradient(loss, variables)
             optimizer.apply_gradients(zip(grads, variables, strict=True))
