@@ -677,3 +677,22 @@ def test_keep_colour_gives_each_image_its_guides_channel_means(tmp_path):
     np.testing.assert_allclose(images, np.clip(shifted, 0, 1), atol=1e-5)
     store.save(generator, tmp_path / "g")
     np.testing.assert_allclose(store.load(str(tmp_path / "g")).generate(rows, guides), images)
+
+
+def test_a_residual_generator_adds_half_its_change_to_the_guide():
+    generator = Generator.build(config(32, 16, "guided", residual=True), seed=2)
+    rng = np.random.default_rng(1)
+    rows = rng.standard_normal((3, 16)).astype(np.float32)
+    guides = rng.random((3, 32, 32, 3)).astype(np.float32)
+    # a trained change: big enough to clip somewhere
+    layer = generator.network.get_layer("to_image")
+    layer.kernel.assign(rng.normal(0, 0.5, layer.kernel.shape).astype(np.float32))
+    images = generator.generate(rows, guides)
+    pre = np.asarray(keras.Model(generator.network.inputs, layer.output)([rows, guides]))
+    low, high = (pre.shape[1] - 32) // 2, pre.shape[1] - 32 - (pre.shape[1] - 32) // 2
+    change = np.tanh(pre[:, low : pre.shape[1] - high, low : pre.shape[2] - high])
+    expected = np.clip(guides + 0.5 * change, 0, 1)
+    np.testing.assert_allclose(images, expected, atol=1e-5)
+    assert np.any(expected == 0) or np.any(expected == 1)
+    untrained = Generator.build(config(32, 16, "guided", residual=True), seed=2)
+    assert np.abs(untrained.generate(rows, guides) - guides).max() < 0.05  # starts at the guide

@@ -59,6 +59,11 @@ class GeneratorParams(BaseModel):
         "interpolation",
         description="smooth interpolation + Xavier mixing, gray output (Sec. 5.2); or Glorot",
     )
+    residual: bool = Field(
+        False,
+        description="guided only: the image is the guide plus a learned change (tanh, up to "
+        "+-0.5), so the guide's detail passes through untouched",
+    )
     keep_colour: bool = Field(
         False,
         description="guided only: shift each output channel to the guide's mean (dlib barely "
@@ -74,6 +79,8 @@ class GeneratorParams(BaseModel):
     def _nearest(self) -> GeneratorParams:
         if self.nearest is not None and self.kind != "guided":
             raise ValueError("`nearest` gives guides: it goes with kind: guided")
+        if self.residual and self.kind != "guided":
+            raise ValueError("`residual` adds to the guide: it goes with kind: guided")
         if self.keep_colour and self.kind != "guided":
             raise ValueError("`keep_colour` keeps the guide's colour: it goes with kind: guided")
         return self
@@ -92,6 +99,7 @@ class GeneratorConfig:
     input_size: int
     embedding_size: int
     keep_colour: bool = False
+    residual: bool = False
     #: NearestGuides as a dict, or None: the guides are given by the caller
     nearest: dict | None = None
 
@@ -178,6 +186,15 @@ class GuideColour(keras.layers.Layer):
         return keras.ops.clip(image + shift, 0.0, 1.0)
 
 
+@keras.saving.register_keras_serializable(package="facerecon")
+class GuidePlus(keras.layers.Layer):
+    """[change in [-1, 1], guide] -> the guide plus half the change, in [0, 1]."""
+
+    def call(self, inputs):
+        change, guide = inputs
+        return keras.ops.clip(guide + 0.5 * change, 0.0, 1.0)
+
+
 def _crop(config: GeneratorConfig) -> tuple[int, int]:
     extra = config.canvas - config.input_size
     return extra // 2, extra - extra // 2
@@ -249,8 +266,13 @@ def build_network(
         x = keras.layers.Conv2D(
             3, KERNEL, padding="same", kernel_initializer=glorot(), name="to_image"
         )(x)
-    x = keras.layers.Activation("sigmoid", name="sigmoid")(x)
-    image = keras.layers.Cropping2D(((low, high), (low, high)), name="crop")(x)
+    if config.residual:
+        x = keras.layers.Activation("tanh", name="change")(x)
+        x = keras.layers.Cropping2D(((low, high), (low, high)), name="crop")(x)
+        image = GuidePlus(name="guide_plus")([x, inputs[1]])
+    else:
+        x = keras.layers.Activation("sigmoid", name="sigmoid")(x)
+        image = keras.layers.Cropping2D(((low, high), (low, high)), name="crop")(x)
     if config.keep_colour:
         image = GuideColour(name="guide_colour")([image, inputs[1]])
     network = keras.Model(inputs, image, name=f"{config.kind}_generator")
@@ -283,6 +305,11 @@ def _interpolation_init(network: keras.Model, config: GeneratorConfig, rng) -> N
         centre = KERNEL // 2
         for c in range(3):
             kernel[centre, centre, in_channels - 3 + c, c] = 4.0
+        if config.residual:  # the guide is added after; the change starts small and gray
+            kernel[:, :, in_channels - 3 :, :] = 0.0
+            layer.kernel.assign(0.1 * kernel)
+            layer.bias.assign(np.zeros(3, np.float32))
+            return
         layer.kernel.assign(kernel)
         layer.bias.assign(np.full(3, -2.0, np.float32))  # sigmoid(4 (g - 1/2)) ~ g
 
