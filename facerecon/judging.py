@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from facerecon import faces
-from facerecon.cache import cached_array
 from facerecon.context import Judges, References
 from facerecon.errors import FaceReconError
 from facerecon.kinds import FaceModel
+from facerecon.neighbours import collection_index
 from facerecon.objective import forward_for
 from facerecon.plugins import Registry
 from facerecon.spec import PluginRef, Spec
@@ -117,23 +117,12 @@ SAME_PHOTO = 0.999
 
 
 def collection_embeddings(model: FaceModel, source: str, base_dir: Path) -> np.ndarray:
-    """L2-normalized embeddings of every face in a collection (photos without one are left
-    out); kept in the cache for built-in collections, whose photos never change."""
-
-    def compute() -> np.ndarray:
-        rows = []
-        for image in faces.each_image(source, base_dir):
-            found = model.align(image)
-            if found:
-                rows.append(embed(model, found[0].image[None])[0])
-        if not rows:
-            raise FaceReconError(f"judges.impostors: {source}: no face found by {model.name}")
-        return np.stack(rows).astype(np.float32)
-
-    if not source.startswith("builtin:"):
-        return compute()
-    key = f"{model.params.model_dump_json()}|{source}"
-    return cached_array("embeddings", model.name, key, compute)
+    """L2-normalized embeddings of every face in a collection, aligned (photos without one
+    are left out); cached for built-in collections, whose photos never change."""
+    try:
+        return collection_index(model, source, True, base_dir)["embeddings"]
+    except FaceReconError as exc:
+        raise FaceReconError(f"judges.impostors: {exc}") from None
 
 
 def passes(model: FaceModel, cosine: float) -> dict[str, bool]:
