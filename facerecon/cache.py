@@ -19,31 +19,31 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
+def _cached(folder: str, name: str, key: str, suffix: str, load, save, compute):
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    path = cache_dir(folder) / f"{name}-{digest}{suffix}"
+    if path.is_file():
+        return load(path)
+    value = compute()
+    partial = path.with_suffix(f".{os.getpid()}{suffix}")
+    save(partial, value)
+    partial.replace(path)  # whole or absent: concurrent runs never read half a file
+    return value
+
+
 def cached_array(folder: str, name: str, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
     """``compute()``, kept as ``<folder>/<name>-<hash of key>.npy`` in the cache and read
     from there next time; ``key`` must name everything the array depends on."""
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    path = cache_dir(folder) / f"{name}-{digest}.npy"
-    if path.is_file():
-        return np.load(path)
-    array = compute()
-    partial = path.with_suffix(f".{os.getpid()}.npy")
-    np.save(partial, array)
-    partial.replace(path)  # whole or absent: concurrent runs never read half a file
-    return array
+    return _cached(folder, name, key, ".npy", np.load, np.save, compute)
 
 
 def cached_arrays(
     folder: str, name: str, key: str, compute: Callable[[], dict[str, np.ndarray]]
 ) -> dict[str, np.ndarray]:
     """:func:`cached_array` for several arrays computed together (kept as one ``.npz``)."""
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    path = cache_dir(folder) / f"{name}-{digest}.npz"
-    if path.is_file():
+
+    def load(path: Path) -> dict[str, np.ndarray]:
         with np.load(path) as stored:
             return dict(stored)
-    arrays = compute()
-    partial = path.with_suffix(f".{os.getpid()}.npz")
-    np.savez(partial, **arrays)
-    partial.replace(path)
-    return arrays
+
+    return _cached(folder, name, key, ".npz", load, lambda path, a: np.savez(path, **a), compute)

@@ -33,17 +33,21 @@ def collection_index(
     source}`` for every image with a face; cached for built-in collections."""
 
     def compute() -> dict[str, np.ndarray]:
-        chips, numbers = [], []
+        # embedded 32 at a time as the photos stream by: a large folder never sits in memory
+        forward, pending, rows, numbers = forward_for(model), [], [], []
         for number, image in enumerate(faces.each_image(source, base_dir)):
             try:
-                chips.append(faces.chip(model, image, align, source)[0])
+                pending.append(faces.chip(model, image, align, source)[0])
             except FaceReconError:
                 continue
             numbers.append(number)
-        if not chips:
+            if len(pending) == 32:
+                rows.append(forward.numpy(np.stack(pending))[0])
+                pending = []
+        if pending:
+            rows.append(forward.numpy(np.stack(pending))[0])
+        if not rows:
             raise FaceReconError(f"{source}: no face found by {model.name} in any of its images")
-        forward = forward_for(model)
-        rows = [forward.numpy(np.stack(chips[i : i + 32]))[0] for i in range(0, len(chips), 32)]
         return {
             "embeddings": _unit(np.concatenate(rows)).astype(np.float32),
             "images": np.array(numbers),
