@@ -663,6 +663,55 @@ def test_a_generator_with_nearest_guides_trains_and_generates_on_them(
         generate(uri, tmp_path / "t.npy", guide="builtin:average-face")
 
 
+def test_a_generator_trained_on_photos_is_held_to_the_photo_of_each_template(
+    tmp_path, store, monkeypatch
+):
+    from facerecon_plugins.feedforward.sampling import PhotoSampler
+
+    drawn = []
+    draw = PhotoSampler.draw
+    monkeypatch.setattr(
+        PhotoSampler, "draw", lambda self, rng, n: drawn.append(draw(self, rng, n)) or drawn[-1]
+    )
+    spec = {
+        **SPEC,
+        "name": "ff-photos",
+        "guides": [],
+        "loss": {"metric": {"name": "l2"}, "regularizers": [{"name": "tv", "weight": 0.001}]},
+        "solver": {
+            **SPEC["solver"],
+            "sampling": {"kind": "photos", "images": "builtin:lfw", "subset": [0, 6]},
+            "steps": 2,
+            "batch": 4,
+            "report_every": 2,
+            "photo_weight": 0.5,
+        },
+    }
+    result = api.run(validate(spec))
+    model = tiny_model.TinyModel().network()
+    chips = np.stack(
+        [faces.resize(faces.as_rgb(p), 32) for p in faces.read_images("builtin:lfw")[:6]]
+    )
+    pool = np.concatenate([chips, chips[:, :, ::-1]])  # the photos and their mirror images
+    assert len(drawn) == 2
+    for embeddings, photos in drawn:
+        # each photo is one of the pool's, and its embedding is the model's of that photo
+        rows = [int(np.argmin(np.abs(pool - ph).reshape(12, -1).max(1))) for ph in photos]
+        np.testing.assert_allclose(photos, pool[rows], atol=1e-6)
+        np.testing.assert_allclose(embeddings, np.asarray(model(photos)), rtol=1e-4, atol=1e-5)
+        assert len(set(rows)) == 4  # no photo twice in a batch
+    # step 0's photo term: the untrained generator's mean absolute distance to the photos
+    everything = np.asarray(model(pool), np.float64)
+    start = Generator.build(
+        result.extras["generator"].config, everything.mean(0), everything.var(0) + 1e-12
+    )
+    embeddings, photos = drawn[0]
+    want = np.mean(np.abs(np.asarray(start.network([embeddings])) - photos))
+    history = MlflowClient(store).get_metric_history(result.run_id, "train/loss/photo_pixels")
+    (logged,) = [m for m in history if m.step == 0]
+    assert logged.value == pytest.approx(float(want), rel=1e-4)
+
+
 def test_keep_colour_gives_each_image_its_guides_channel_means(tmp_path):
     generator = Generator.build(config(32, 16, "guided", keep_colour=True), seed=3)
     rng = np.random.default_rng(0)

@@ -215,6 +215,14 @@ def test_a_guided_generator_needs_guides():
     assert "`nearest` gives guides: it goes with kind: guided" in line
 
 
+def test_the_photo_term_needs_the_photo_sampler():
+    solver = {"name": "feedforward", "photo_weight": 1.0}
+    (line,) = errors({**BASE, "solver": solver})
+    assert line.startswith("solver: ") and "it goes with sampling.kind photos" in line
+    photos = {**solver, "sampling": {"kind": "photos"}}
+    assert validate({**BASE, "solver": photos}).solver.photo_weight == 1.0
+
+
 def test_identical_restarts_are_refused():
     (line,) = errors({**BASE, "restarts": 3, "init": {"kind": "mean", "noise": 0}})
     assert line == (

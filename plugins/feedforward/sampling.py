@@ -3,6 +3,9 @@
 ``gaussian``: a Gaussian fitted to the real faces' embeddings (mean and a shrunk covariance,
 since a few dozen faces cannot pin down a full covariance in 128 or 512 dimensions).
 ``directions``: uniformly random directions scaled to the faces' typical (median) norm.
+``photos``: the real faces' own embeddings (each photo and its mirror image), drawn with
+their photos, so a training can hold each image to the photo its template came from
+(``solver.photo_weight``), as NbNet (Mai et al. 2018) trains on real faces.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ class SamplingParams(BaseModel):
     """How training embeddings are drawn (``solver.sampling`` in a spec)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    kind: Literal["gaussian", "directions"] = Field(
-        "gaussian", description="fitted Gaussian, or random directions at the typical norm"
+    kind: Literal["gaussian", "directions", "photos"] = Field(
+        "gaussian",
+        description="fitted Gaussian, random directions at the typical norm, or the real "
+        "faces' own embeddings drawn with their photos (and mirror images)",
     )
     images: str = Field("builtin:lfw", description="the real faces the distribution comes from")
     align: bool = Field(False, description="detect and align those faces")
@@ -58,6 +63,10 @@ class EmbeddingSampler:
         values, vectors = np.linalg.eigh(cov)
         self._factor = vectors * np.sqrt(np.clip(values, 0, None))
 
+    def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, None]:
+        """``n`` embeddings and no photos (what a training step takes from any sampler)."""
+        return self.sample(rng, n), None
+
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` embeddings (n, D), float32."""
         z = rng.standard_normal((n, len(self.mean)))
@@ -66,6 +75,25 @@ class EmbeddingSampler:
         else:
             out = self.norm * z / np.linalg.norm(z, axis=1, keepdims=True)
         return out.astype(np.float32)
+
+
+class PhotoSampler:
+    """Draws real faces' embeddings together with their photos (``kind: photos``)."""
+
+    def __init__(self, embeddings: np.ndarray, photos: np.ndarray) -> None:
+        if len(embeddings) < 2:
+            raise FaceReconError(
+                f"sampling: {len(embeddings)} real face(s) to train on; need at least 2"
+            )
+        stats = EmbeddingSampler("gaussian", embeddings)
+        self.mean, self.variance = stats.mean, stats.variance
+        self.embeddings = np.asarray(embeddings, np.float32)
+        self.photos = np.asarray(photos, np.float32)
+
+    def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` (embedding, photo) pairs drawn without replacement within a batch."""
+        rows = rng.choice(len(self.embeddings), n, replace=n > len(self.embeddings))
+        return self.embeddings[rows], self.photos[rows]
 
 
 def real_faces(images: np.ndarray, subset: tuple[int, int] | None, source: str) -> np.ndarray:

@@ -21,7 +21,7 @@ from facerecon.objective import Objective
 from .checkpoint import Checkpoints
 from .generator import Generator, GeneratorConfig, GeneratorParams
 from .guides import own_guides
-from .sampling import EmbeddingSampler, SamplingParams, real_faces
+from .sampling import EmbeddingSampler, PhotoSampler, SamplingParams, real_faces
 from .training import Settings, Trainer
 
 
@@ -48,6 +48,12 @@ class FeedForwardParams(Params):
         description="with generator.nearest: weight of each image's mean squared pixel "
         "distance to its own guide (what the guide regularizer does for the spec's guides)",
     )
+    photo_weight: float = Field(
+        0.0,
+        ge=0,
+        description="with sampling.kind photos: weight of each image's mean absolute pixel "
+        "distance to the photo its embedding came from",
+    )
 
     @model_validator(mode="after")
     def _anchor(self) -> FeedForwardParams:
@@ -56,6 +62,8 @@ class FeedForwardParams(Params):
                 "guide_weight goes with generator.nearest; for the spec's guides, use the "
                 "guide regularizer"
             )
+        if self.photo_weight > 0 and self.sampling.kind != "photos":
+            raise ValueError("photo_weight needs the photos: it goes with sampling.kind photos")
         return self
 
 
@@ -65,12 +73,17 @@ class FeedForward(Solver):
     name = "feedforward"
     Params = FeedForwardParams
 
-    def sampler(self, objective: Objective) -> EmbeddingSampler:
-        """The training embeddings' distribution, fitted to the model's real-face embeddings."""
+    def sampler(self, objective: Objective) -> EmbeddingSampler | PhotoSampler:
+        """The training embeddings' distribution, fitted to the model's real-face embeddings
+        (or, for ``photos``, those faces and their mirror images themselves)."""
         s = self.params.sampling
         context = objective.context
         faces = real_faces(context.load_images(s.images, s.align), s.subset, s.images)
+        if s.kind == "photos":
+            faces = np.concatenate([faces, faces[:, :, ::-1]])
         embeddings, _ = context.forward(faces, [])
+        if s.kind == "photos":
+            return PhotoSampler(embeddings, faces)
         return EmbeddingSampler(s.kind, embeddings, s.shrinkage)
 
     def solve(
@@ -112,6 +125,7 @@ class FeedForward(Solver):
                 p.report_every,
                 p.checkpoint_every,
                 p.guide_weight,
+                p.photo_weight,
             ),
             checkpoints,
             None if strangers is None else strangers.preload(),

@@ -6,7 +6,8 @@ each embedding being its own image's target. With the spec's ``transforms``, the
 fresh seeded draws of every generated image each step, as in the iterative solver. With
 guides, the batch rows take every guide in turn; the objective is prepared once per such
 layout ("phase"). A generator with its own guides (nearest strangers) gets each sampled
-embedding's guide as an input of the one compiled step.
+embedding's guide as an input of the one compiled step; a photo sampler's photos come in
+the same way, for the pixel term that holds each image to the photo its template came from.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from facerecon.objective import Objective
 
 from .checkpoint import Checkpoints
 from .generator import Generator
-from .sampling import EmbeddingSampler
+from .sampling import EmbeddingSampler, PhotoSampler
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class Settings:
     checkpoint_every: int
     #: with own guides: weight of each image's mean squared pixel distance to its guide
     guide_weight: float = 0.0
+    #: with a photo sampler: weight of each image's mean absolute distance to its photo
+    photo_weight: float = 0.0
 
 
 def distinct(guides: np.ndarray) -> np.ndarray:
@@ -76,7 +79,7 @@ class Trainer:
         self,
         generator: Generator,
         objective: Objective,
-        sampler: EmbeddingSampler,
+        sampler: EmbeddingSampler | PhotoSampler,
         settings: Settings,
         checkpoints: Checkpoints | None = None,
         strangers: Strangers | None = None,
@@ -95,11 +98,15 @@ class Trainer:
         generator, optimizer = self.generator, self.optimizer
         variables = generator.network.trainable_variables
         fixed = None if guides is None else tf.constant(guides, tf.float32)
-        anchor = self.settings.guide_weight
+        anchor, held = self.settings.guide_weight, self.settings.photo_weight
 
         @tf.function
         def step(
-            embeddings: tf.Tensor, weights: tf.Tensor, seed: tf.Tensor, own: tf.Tensor | None
+            embeddings: tf.Tensor,
+            weights: tf.Tensor,
+            seed: tf.Tensor,
+            own: tf.Tensor | None = None,
+            photos: tf.Tensor | None = None,
         ) -> dict[str, tf.Tensor]:
             with tf.GradientTape() as tape:
                 images = generator(embeddings, fixed if own is None else own, training=True)
@@ -109,6 +116,11 @@ class Trainer:
                     distance = tf.reduce_mean(tf.square(images - own), axis=[1, 2, 3])
                     terms = {**terms, "guide_pixels": distance}
                     terms["total"] = terms["total"] + anchor * distance
+                if photos is not None and held > 0:
+                    # L1, not L2: the squared error's optimum is the blurred mean of likely faces
+                    distance = tf.reduce_mean(tf.abs(images - photos), axis=[1, 2, 3])
+                    terms = {**terms, "photo_pixels": distance}
+                    terms["total"] = terms["total"] + held * distance
                 loss = tf.reduce_mean(terms["total"])
             grads = tape.gradient(loss, variables)
             optimizer.apply_gradients(zip(grads, variables, strict=True))
@@ -189,11 +201,12 @@ class Trainer:
         try:
             for t in range(start, s.steps):
                 rng = np.random.default_rng([s.seed, t])  # resumable: step t draws the same
-                sampled = self.sampler.sample(rng, s.batch)
+                sampled, photos = self.sampler.draw(rng, s.batch)
                 own = None if strangers is None else tf.constant(strangers.means(sampled))
+                photos = None if photos is None else tf.constant(photos)
                 weights = tf.constant(objective.weights_at(t))
                 seed = tf.constant(objective.step_seed(t))
-                terms = steps[t % len(steps)](tf.constant(sampled), weights, seed, own)
+                terms = steps[t % len(steps)](tf.constant(sampled), weights, seed, own, photos)
                 out = {k: float(v) for k, v in terms.items()}
                 if not math.isfinite(out["total"]):
                     reason = f"diverged at step {t} (loss is not finite)"
