@@ -685,6 +685,7 @@ def test_a_generator_trained_on_photos_is_held_to_the_photo_of_each_template(
             "batch": 4,
             "report_every": 2,
             "photo_weight": 0.5,
+            "photo_layers": {"conv1": 2.0},
         },
     }
     result = api.run(validate(spec))
@@ -710,6 +711,16 @@ def test_a_generator_trained_on_photos_is_held_to_the_photo_of_each_template(
     history = MlflowClient(store).get_metric_history(result.run_id, "train/loss/photo_pixels")
     (logged,) = [m for m in history if m.step == 0]
     assert logged.value == pytest.approx(float(want), rel=1e-4)
+    # and the perceptual term: twice the mean absolute difference of conv1's activations
+    conv1 = keras.Model(model.input, model.get_layer("conv1").output)
+    made = np.asarray(conv1(np.asarray(start.network([embeddings]))))
+    want = 2.0 * np.mean(np.abs(made - np.asarray(conv1(photos))))
+    history = MlflowClient(store).get_metric_history(result.run_id, "train/loss/photo_features")
+    (logged,) = [m for m in history if m.step == 0]
+    assert logged.value == pytest.approx(float(want), rel=1e-4)
+    spec["solver"] = {**spec["solver"], "photo_layers": {"conv3": 1.0}}
+    with pytest.raises(FaceReconError, match=r"solver.photo_layers.conv3: tiny has no such layer"):
+        api.run(validate(spec))
 
 
 def test_keep_colour_gives_each_image_its_guides_channel_means(tmp_path):

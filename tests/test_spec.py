@@ -218,7 +218,9 @@ def test_a_guided_generator_needs_guides():
 def test_the_photo_term_needs_the_photo_sampler():
     solver = {"name": "feedforward", "photo_weight": 1.0}
     (line,) = errors({**BASE, "solver": solver})
-    assert line.startswith("solver: ") and "it goes with sampling.kind photos" in line
+    assert line.startswith("solver: ") and "they go with sampling.kind photos" in line
+    (line,) = errors({**BASE, "solver": {"name": "feedforward", "photo_layers": {"conv1": 1}}})
+    assert "they go with sampling.kind photos" in line
     photos = {**solver, "sampling": {"kind": "photos"}}
     assert validate({**BASE, "solver": photos}).solver.photo_weight == 1.0
 

@@ -9,13 +9,14 @@ handed back in ``SolveResult.extras["generator"]``; logging it is the tracking s
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from facerecon.errors import FaceReconError
-from facerecon.kinds import Params, Solver, SolveResult, StepInfo
+from facerecon.kinds import FaceModel, Params, Solver, SolveResult, StepInfo
 from facerecon.objective import Objective
 
 from .checkpoint import Checkpoints
@@ -54,6 +55,12 @@ class FeedForwardParams(Params):
         description="with sampling.kind photos: weight of each image's mean absolute pixel "
         "distance to the photo its embedding came from",
     )
+    photo_layers: dict[str, float] = Field(
+        default_factory=dict,
+        description="with sampling.kind photos: model layer -> weight of each image's mean "
+        "absolute distance to its photo's activations there (a perceptual term; one more "
+        "forward pass of the untransformed images and photos per step)",
+    )
 
     @model_validator(mode="after")
     def _anchor(self) -> FeedForwardParams:
@@ -62,9 +69,24 @@ class FeedForwardParams(Params):
                 "guide_weight goes with generator.nearest; for the spec's guides, use the "
                 "guide regularizer"
             )
-        if self.photo_weight > 0 and self.sampling.kind != "photos":
-            raise ValueError("photo_weight needs the photos: it goes with sampling.kind photos")
+        if (self.photo_weight > 0 or self.photo_layers) and self.sampling.kind != "photos":
+            raise ValueError(
+                "photo_weight and photo_layers need the photos: they go with sampling.kind photos"
+            )
         return self
+
+
+def check_layers(layers: dict[str, float], model: FaceModel) -> None:
+    """One line for a ``photo_layers`` name the model cannot tap."""
+    valid = list(model.tap_layers())
+    for name in layers:
+        if name not in valid:
+            near = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            raise FaceReconError(
+                f"solver.photo_layers.{name}: {model.name} has no such layer "
+                f"(tappable: {', '.join(valid)}){hint}"
+            )
 
 
 class FeedForward(Solver):
@@ -94,6 +116,7 @@ class FeedForward(Solver):
         if context is None:
             raise RuntimeError("the feedforward solver needs a prepared objective")
         config = GeneratorConfig.of(p.generator, objective.model)
+        check_layers(p.photo_layers, objective.model)
         strangers = own_guides(config, objective.model)
         if strangers is not None and objective.guides is not None:
             raise FaceReconError(
@@ -126,6 +149,7 @@ class FeedForward(Solver):
                 p.checkpoint_every,
                 p.guide_weight,
                 p.photo_weight,
+                p.photo_layers,
             ),
             checkpoints,
             None if strangers is None else strangers.preload(),

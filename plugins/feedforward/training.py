@@ -16,7 +16,7 @@ import functools
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from facerecon.kinds import StepInfo
 from facerecon.neighbours import Strangers
-from facerecon.objective import Objective
+from facerecon.objective import Objective, forward_for
 
 from .checkpoint import Checkpoints
 from .generator import Generator
@@ -45,6 +45,8 @@ class Settings:
     guide_weight: float = 0.0
     #: with a photo sampler: weight of each image's mean absolute distance to its photo
     photo_weight: float = 0.0
+    #: with a photo sampler: layer -> weight of the mean absolute distance of activations
+    photo_layers: dict[str, float] = field(default_factory=dict)
 
 
 def distinct(guides: np.ndarray) -> np.ndarray:
@@ -99,6 +101,8 @@ class Trainer:
         variables = generator.network.trainable_variables
         fixed = None if guides is None else tf.constant(guides, tf.float32)
         anchor, held = self.settings.guide_weight, self.settings.photo_weight
+        layers = self.settings.photo_layers
+        features = forward_for(objective.model, list(layers)) if layers else None
 
         @tf.function
         def step(
@@ -121,6 +125,17 @@ class Trainer:
                     distance = tf.reduce_mean(tf.abs(images - photos), axis=[1, 2, 3])
                     terms = {**terms, "photo_pixels": distance}
                     terms["total"] = terms["total"] + held * distance
+                if photos is not None and features is not None:
+                    # untransformed: an image and its photo are compared where they align
+                    _, taps = features(tf.concat([images, photos], 0))
+                    n = tf.shape(images)[0]
+                    distance = 0.0
+                    for name, weight in layers.items():
+                        diff = tf.abs(taps[name][:n] - taps[name][n:])
+                        axes = list(range(1, diff.shape.rank))
+                        distance += weight * tf.reduce_mean(diff, axis=axes)
+                    terms = {**terms, "photo_features": distance}
+                    terms["total"] = terms["total"] + distance
                 loss = tf.reduce_mean(terms["total"])
             grads = tape.gradient(loss, variables)
             optimizer.apply_gradients(zip(grads, variables, strict=True))
