@@ -8,6 +8,7 @@ embedding term and every layer-tapping regularizer are their means over the K dr
 from __future__ import annotations
 
 import copy
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -15,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from facerecon.errors import FaceReconError
 from facerecon.kinds import (
     FaceModel,
     Metric,
@@ -36,6 +38,19 @@ class Term:
     regularizer: Regularizer
     weight: float
     schedule: Schedule
+
+
+def check_taps(model: FaceModel, taps: Sequence[str], where: str) -> None:
+    """One line for a layer name ``model`` cannot tap (before a run builds anything)."""
+    valid = [PIXELS, *model.tap_layers()]
+    for name in taps:
+        if name not in valid:
+            near = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            raise FaceReconError(
+                f"{where}: {model.name} has no layer {name!r} to tap "
+                f"(tappable: {', '.join(valid)}){hint}"
+            )
 
 
 def build_forward(model: FaceModel, taps: Sequence[str]) -> keras.Model:

@@ -17,7 +17,7 @@ from facerecon.embeddings import check_rows, numeric, read_npy
 from facerecon.errors import FaceReconError
 from facerecon.kinds import FaceModel, Plugin, PrepareContext
 from facerecon.neighbours import nearest_means
-from facerecon.objective import Objective, Term, Transforms, forward_for
+from facerecon.objective import Objective, Term, Transforms, check_taps, forward_for
 from facerecon.plugins import Registry, plugin_manager, registry
 from facerecon.spec import PluginRef, Spec, TargetRef, term_labels
 
@@ -142,6 +142,7 @@ def prepare(spec: Spec, reg: Registry | None = None) -> tuple[RunContext, Object
     terms = []
     for ref, label in zip(spec.loss.regularizers, term_labels(spec.loss.regularizers), strict=True):
         reg_obj = instantiate(reg, "regularizer", ref, {"weight", "schedule", "label"})
+        check_taps(model, reg_obj.taps(), f"loss.regularizers[{len(terms)}]")
         terms.append(Term(label, reg_obj, ref.weight, ref.schedule))
     solver = instantiate(reg, "solver", spec.solver)
     parameterization = instantiate(reg, "parameterization", spec.parameterization)

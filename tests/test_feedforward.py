@@ -719,7 +719,8 @@ def test_a_generator_trained_on_photos_is_held_to_the_photo_of_each_template(
     (logged,) = [m for m in history if m.step == 0]
     assert logged.value == pytest.approx(float(want), rel=1e-4)
     spec["solver"] = {**spec["solver"], "photo_layers": {"conv3": 1.0}}
-    with pytest.raises(FaceReconError, match=r"solver.photo_layers.conv3: tiny has no such layer"):
+    wrong = r"solver.photo_layers: tiny has no layer 'conv3' to tap \(tappable: pixels, conv1"
+    with pytest.raises(FaceReconError, match=wrong):
         api.run(validate(spec))
 
 

@@ -179,6 +179,17 @@ def test_tolerance_stops_early():
     assert result.steps < 10 and result.stop_reason == "tolerance 0.001 reached"
 
 
+def test_a_layer_the_model_cannot_tap_is_one_line_before_the_run(tmp_path):
+    guide = {"name": "guide", "weight": 0.1, "layers": {"conv1": 1.0, "conv_2": 0.5}}
+    raw = {**SPEC, "loss": {"regularizers": [{"name": "tv"}, guide]}}
+    result = CliRunner().invoke(main, ["run", write(tmp_path, raw), "--no-track"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "error: loss.regularizers[1]: tiny has no layer 'conv_2' to tap "
+        "(tappable: pixels, conv1, conv2, pool); did you mean conv2, conv1?"
+    )
+
+
 def test_embedding_targets_and_their_checks(tmp_path):
     e = np.random.default_rng(0).normal(size=(2, 16)).astype(np.float32)
     np.save(tmp_path / "e.npy", e)

@@ -9,15 +9,14 @@ handed back in ``SolveResult.extras["generator"]``; logging it is the tracking s
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from facerecon.errors import FaceReconError
-from facerecon.kinds import FaceModel, Params, Solver, SolveResult, StepInfo
-from facerecon.objective import Objective
+from facerecon.kinds import Params, Solver, SolveResult, StepInfo
+from facerecon.objective import Objective, check_taps
 
 from .checkpoint import Checkpoints
 from .generator import Generator, GeneratorConfig, GeneratorParams
@@ -76,19 +75,6 @@ class FeedForwardParams(Params):
         return self
 
 
-def check_layers(layers: dict[str, float], model: FaceModel) -> None:
-    """One line for a ``photo_layers`` name the model cannot tap."""
-    valid = list(model.tap_layers())
-    for name in layers:
-        if name not in valid:
-            near = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
-            hint = f"; did you mean {', '.join(near)}?" if near else ""
-            raise FaceReconError(
-                f"solver.photo_layers.{name}: {model.name} has no such layer "
-                f"(tappable: {', '.join(valid)}){hint}"
-            )
-
-
 class FeedForward(Solver):
     """Trains a generator network on the objective, then reconstructs in one pass (Sec. 4)."""
 
@@ -116,7 +102,7 @@ class FeedForward(Solver):
         if context is None:
             raise RuntimeError("the feedforward solver needs a prepared objective")
         config = GeneratorConfig.of(p.generator, objective.model)
-        check_layers(p.photo_layers, objective.model)
+        check_taps(objective.model, list(p.photo_layers), "solver.photo_layers")
         strangers = own_guides(config, objective.model)
         if strangers is not None and objective.guides is not None:
             raise FaceReconError(
