@@ -53,6 +53,19 @@ def check_taps(model: FaceModel, taps: Sequence[str], where: str) -> None:
             )
 
 
+def layer_distance(
+    taps: dict[str, tf.Tensor], others: dict[str, tf.Tensor], layers: dict[str, float], r: float
+) -> tf.Tensor:
+    """Per element, sum over layers of w_l * mean(|a_l - b_l|^r): the mean, not the sum,
+    keeps weights comparable between layers of different sizes."""
+    total = 0.0
+    for name, weight in layers.items():
+        diff = tf.abs(taps[name] - others[name])
+        axes = list(range(1, diff.shape.rank))
+        total += weight * tf.reduce_mean(tf.pow(diff + 1e-12, r), axis=axes)
+    return total
+
+
 def build_forward(model: FaceModel, taps: Sequence[str]) -> keras.Model:
     """A Keras model returning [embedding, *taps] in one pass (``pixels`` excluded)."""
     net = model.network()

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from facerecon import Params, Regularizer, hookimpl
 from facerecon.kinds import PrepareContext
+from facerecon.objective import layer_distance
 
 
 class Guide(Regularizer):
@@ -36,12 +37,7 @@ class Guide(Regularizer):
         self._guide = {name: tf.constant(a) for name, a in acts.items()}
 
     def __call__(self, images: tf.Tensor, taps: dict[str, tf.Tensor]) -> tf.Tensor:
-        total = 0.0
-        for name, weight in self.params.layers.items():
-            diff = tf.abs(taps[name] - self._guide[name])
-            axes = list(range(1, diff.shape.rank))
-            total += weight * tf.reduce_mean(tf.pow(diff + 1e-12, self.params.r), axis=axes)
-        return total
+        return layer_distance(taps, self._guide, self.params.layers, self.params.r)
 
 
 @hookimpl

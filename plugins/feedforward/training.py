@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from facerecon.kinds import StepInfo
 from facerecon.neighbours import Strangers
-from facerecon.objective import Objective, forward_for
+from facerecon.objective import Objective, forward_for, layer_distance
 
 from .checkpoint import Checkpoints
 from .generator import Generator
@@ -129,11 +129,9 @@ class Trainer:
                     # untransformed: an image and its photo are compared where they align
                     _, taps = features(tf.concat([images, photos], 0))
                     n = tf.shape(images)[0]
-                    distance = 0.0
-                    for name, weight in layers.items():
-                        diff = tf.abs(taps[name][:n] - taps[name][n:])
-                        axes = list(range(1, diff.shape.rank))
-                        distance += weight * tf.reduce_mean(diff, axis=axes)
+                    made = {k: v[:n] for k, v in taps.items()}
+                    real = {k: v[n:] for k, v in taps.items()}
+                    distance = layer_distance(made, real, layers, 1.0)
                     terms = {**terms, "photo_features": distance}
                     terms["total"] = terms["total"] + distance
                 loss = tf.reduce_mean(terms["total"])
