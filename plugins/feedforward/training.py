@@ -7,7 +7,8 @@ fresh seeded draws of every generated image each step, as in the iterative solve
 guides, the batch rows take every guide in turn; the objective is prepared once per such
 layout ("phase"). A generator with its own guides (nearest strangers) gets each sampled
 embedding's guide as an input of the one compiled step; a photo sampler's photos come in
-the same way, for the pixel term that holds each image to the photo its template came from.
+the same way, for the pixel and perceptual terms that hold each image to the photo its
+template came from.
 """
 
 from __future__ import annotations
