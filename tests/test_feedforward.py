@@ -507,6 +507,31 @@ def test_interrupted_training_keeps_its_checkpoint_and_resumes(tmp_path, monkeyp
     )
 
 
+def test_a_learning_rate_drop_takes_effect_from_its_step_and_across_a_resume(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    solver = {**SPEC["solver"], "report_every": 1}
+    spec = {**SPEC, "tracking": {"enabled": False}}
+
+    def images(**kw) -> np.ndarray:
+        return api.run(validate({**spec, "solver": {**solver, **kw}})).images
+
+    # Adam moves each weight by about the rate: from a rate of 1e-20 on, nothing moves
+    frozen = images(steps=4, lr_drops={2: 1e-20})
+    np.testing.assert_allclose(frozen, images(steps=2), atol=1e-6)
+    assert np.abs(frozen - images(steps=4)).max() > 1e-3
+    # a resume past a drop trains on at the dropped rate, as an uninterrupted run does
+    images(steps=5, lr_drops={3: 3e-4}, checkpoints="ck")
+    drops = {"steps": 8, "lr_drops": {3: 3e-4, 6: 1e-4}}
+    np.testing.assert_allclose(
+        images(**drops, checkpoints="ck"), images(**drops, checkpoints="ck2"), atol=1e-5
+    )
+    with pytest.raises(FaceReconError) as err:
+        validate({**spec, "solver": {**solver, "steps": 8, "lr_drops": {8: 0.1}}})
+    assert err.value.lines[0].startswith(
+        "solver.lr_drops: 8: 0.1: drop to a rate > 0 at a step from 1 to 7"
+    )
+
+
 def test_spec_errors_for_the_solver():
     bad = {**SPEC, "solver": {**SPEC["solver"], "generator": {"kind": "guidd", "filtrs": 3}}}
     with pytest.raises(FaceReconError) as err:

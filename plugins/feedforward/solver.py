@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from facerecon.errors import FaceReconError
 from facerecon.kinds import Params, Solver, SolveResult, StepInfo
@@ -35,6 +35,11 @@ class FeedForwardParams(Params):
     steps: int = Field(2000, ge=1, description="training steps")
     batch: int = Field(32, ge=1, description="random embeddings per training step")
     lr: float = Field(0.001, gt=0, description="Adam learning rate")
+    lr_drops: dict[int, float] = Field(
+        default_factory=dict,
+        description="step -> Adam learning rate from that step on (a step schedule, e.g. "
+        "{2500: 0.0003, 3750: 0.0001})",
+    )
     report_every: int = Field(
         10, ge=1, description="probe the spec's targets every N steps (make image_every a multiple)"
     )
@@ -60,6 +65,15 @@ class FeedForwardParams(Params):
         "absolute distance to its photo's activations there (a perceptual term; one more "
         "forward pass of the untransformed images and photos per step)",
     )
+
+    @field_validator("lr_drops")
+    @classmethod
+    def _drops(cls, drops: dict[int, float], info: ValidationInfo) -> dict[int, float]:
+        last = info.data.get("steps", 2) - 1
+        for step, rate in drops.items():
+            if not 0 < step <= last or rate <= 0:
+                raise ValueError(f"{step}: {rate}: drop to a rate > 0 at a step from 1 to {last}")
+        return drops
 
     @model_validator(mode="after")
     def _anchor(self) -> FeedForwardParams:
@@ -136,6 +150,7 @@ class FeedForward(Solver):
                 p.guide_weight,
                 p.photo_weight,
                 p.photo_layers,
+                p.lr_drops,
             ),
             checkpoints,
             None if strangers is None else strangers.preload(),

@@ -48,6 +48,13 @@ class Settings:
     photo_weight: float = 0.0
     #: with a photo sampler: layer -> weight of the mean absolute distance of activations
     photo_layers: dict[str, float] = field(default_factory=dict)
+    #: step -> learning rate from that step on
+    lr_drops: dict[int, float] = field(default_factory=dict)
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate in force at ``step`` (0-based): the last drop at or before it."""
+        passed = [s for s in self.lr_drops if s <= step]
+        return self.lr_drops[max(passed)] if passed else self.lr
 
 
 def distinct(guides: np.ndarray) -> np.ndarray:
@@ -203,6 +210,7 @@ class Trainer:
                     values = [w[key] for w in window]
                     metrics[f"train/{metric_name(key)}"] = float(np.mean(values))
                 metrics["train/steps_per_second"] = self.steps_per_second
+                metrics["train/lr"] = s.lr_at(t)
             weights = objective.weights_at(t)
             images, terms = probe(tf.constant(weights))
             named = dict(zip(objective.labels, map(float, weights), strict=True))
@@ -218,6 +226,8 @@ class Trainer:
                 sampled, photos = self.sampler.draw(rng, s.batch)
                 own = None if strangers is None else tf.constant(strangers.means(sampled))
                 photos = None if photos is None else tf.constant(photos)
+                # from the step, not the optimizer's counter: a resume lands on the same rate
+                self.optimizer.learning_rate.assign(s.lr_at(t))
                 weights = tf.constant(objective.weights_at(t))
                 seed = tf.constant(objective.step_seed(t))
                 terms = steps[t % len(steps)](tf.constant(sampled), weights, seed, own, photos)
