@@ -1,7 +1,7 @@
 """An attack evaluation written out: ``attack.json`` (every number), ``attack.md`` (the
 tables), ``roc.png`` (acceptance against false-match rate per judge) and one image per
-attacked person (target photo | another photo | each method's reconstruction); into a
-folder and into the evaluation's MLflow run."""
+attacked person (target photo | another photo | each method's reconstruction) and blind
+line-up sheets (``lineup/``); into a folder and into the evaluation's MLflow run."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from facerecon import attack, faces
+from facerecon import attack, faces, lineup
 from facerecon.attack_sweep import AttackResult
 from facerecon.panels import labelled_grid
 
@@ -166,15 +166,27 @@ def _safe(name: str) -> str:
 OVERVIEW = 8
 
 
+def _chip(result: AttackResult, photo: Path) -> np.ndarray:
+    return faces.chip(result.model, faces.read_photo(photo), True, str(photo))[0]
+
+
+def write_lineup(result: AttackResult, folder: Path) -> None:
+    """Blind line-up sheets of each method that has an image of every person with another
+    photo (see ``facerecon.lineup``)."""
+    people = [p for p in result.collection.people if len(p.photos) > 1]
+    names = [p.name for p in people]
+    images = {m.name: m.images for m in result.methods if all(n in m.images for n in names)}
+    if len(people) < 2 or not images:
+        return
+    photos = {p.name: _chip(result, p.photos[1]) for p in people}
+    lineup.write(folder, names, images, photos, seed=result.spec.seed)
+
+
 def people_figure(result: AttackResult, people: list[attack.Person]):
     """Rows of people: the template's photo, another photo, each method's image."""
-    model = result.model
     rows = []
     for person in people:
-        chips = [
-            faces.chip(model, faces.read_photo(photo), True, str(photo))[0]
-            for photo in person.photos[:2]
-        ]
+        chips = [_chip(result, photo) for photo in person.photos[:2]]
         blank = np.full_like(chips[0], 0.85)  # no other photo, or no stored image
         images = chips[:1] + [chips[1] if len(chips) > 1 else blank]
         images += [m.images.get(person.name, blank) for m in result.methods]
@@ -202,6 +214,7 @@ def write(result: AttackResult, folder: Path) -> dict[str, Any]:
         fig = people_figure(result, people[:OVERVIEW])
         fig.savefig(folder / "people.jpg", pil_kwargs={"quality": 85})
         plt.close(fig)
+        write_lineup(result, folder / "lineup")
     if result.run_id is not None:
         _log(result, folder, data)
     return data

@@ -179,6 +179,30 @@ def report(experiment: str, output: str | None, no_log: bool) -> None:
 
 
 @main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@_friendly
+def lineup(folder: str) -> None:
+    """Score the blind line-ups in FOLDER (an evaluation's lineup/): each answers/*.json
+    against key.json, with the chance of as many matches by guessing."""
+    from pathlib import Path
+
+    from facerecon.lineup import score_folder
+
+    rows = score_folder(Path(folder))
+    table = Table("method", "observer", "matched", "expected by chance", "p")
+    for r in rows:
+        table.add_row(
+            escape(r["method"]),
+            escape(r["observer"]),
+            f"{r['correct']} / {r['people']}",
+            f"{r['expected by chance']:.1f}",
+            f"{r['p']:.2g}",
+        )
+    out().print(table)
+    err.print(f"scores.md and scores.json in {folder}/")
+
+
+@main.command()
 @_friendly
 def plugins() -> None:
     """List every plugin: kind, name, package, parameters, doc."""

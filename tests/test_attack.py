@@ -175,6 +175,7 @@ def test_an_attack_reports_white_box_and_transfer_rates_and_resumes(collection, 
         "eileen.jpg",
     }
     assert (folder / "people.jpg").is_file()
+    assert not (folder / "lineup").exists()  # one person with another photo: no line-up
     assert (folder / "roc.png").stat().st_size > 0 and "SAR I @1e-2" in (
         folder / "attack.md"
     ).read_text()
@@ -229,6 +230,34 @@ def test_an_interrupted_attack_keeps_what_finished_and_the_next_run_resumes(
     result, _ = api.attack(spec, str(collection), identities=2)
     assert result.resumed == ["obama"] and result.run_id == parent.info.run_id
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+
+
+def test_the_line_up_shows_each_method_above_the_other_photos_of_its_people(tmp_path, store):
+    from facerecon import lineup
+
+    root = tmp_path / "two"
+    _write(root, {"a": ["builtin:obama/1", "builtin:obama/2"], "b": ["builtin:radar/0",
+           "builtin:radar/1"], "c": ["builtin:biden"]})  # fmt: skip
+    spec = validate({**SPEC, "tracking": {**SPEC["tracking"], "enabled": False}})
+    result, folder = api.attack(spec, str(root), identities=3)
+    key = json.loads((folder / "lineup" / "key.json").read_text())
+    assert sorted(key["people"]) == ["a", "b"]  # c has no other photo
+    assert sorted(key["methods"].values()) == sorted(m.name for m in result.methods)
+    ((sheet),) = key["sheets"]
+    methods = {m.name: m for m in result.methods}
+    for code, name in key["methods"].items():
+        image = skimage.io.imread(folder / "lineup" / code / "sheet1.png") / 255
+        for c, person in enumerate(sheet["letters"]):
+            number = sheet["key"]["AB"[c]]
+            second = sorted((root / person).iterdir())[1]
+            expected = [
+                methods[name].images[person],
+                faces.chip(result.model, faces.read_photo(second), True, "")[0],
+            ]
+            for row, column, want in ((0, c, expected[0]), (1, number - 1, expected[1])):
+                y, x = lineup.cell_origin(row, column)
+                cell = image[y : y + lineup.CELL, x : x + lineup.CELL]
+                assert np.abs(cell - faces.resize(want, lineup.CELL)).mean() < 0.01
 
 
 def test_one_photo_per_person_reports_type_one_only(tmp_path, store):

@@ -1,0 +1,199 @@
+"""Blind line-ups: can an observer match reconstructions to other photos of their people?
+
+A line-up sheet shows up to ``GROUP`` reconstructions, lettered in one random order, above
+another photo of each of the same people, numbered in another. The observer writes which
+number each letter is; ``score`` counts the matches against the key and says how likely so
+many would be by guessing. The sheets name neither the people nor the method, so one
+observer can be shown one method's sheets without knowing which it is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from facerecon.errors import FaceReconError
+from facerecon.panels import grid
+
+#: people per sheet: few enough to compare every pair by eye
+GROUP = 8
+#: pixels of one face on a sheet, and of the band that holds its label
+CELL, BAND, GAP = 150, 26, 4
+KEY_FILE = "key.json"
+
+
+@dataclass(frozen=True)
+class Sheet:
+    """One sheet: who is under each letter and under each number."""
+
+    letters: list[str]  # person under A, B, ...
+    numbers: list[str]  # person under 1, 2, ...
+
+    def key(self) -> dict[str, int]:
+        """Letter -> the number of the same person."""
+        return {
+            string.ascii_uppercase[i]: self.numbers.index(name) + 1
+            for i, name in enumerate(self.letters)
+        }
+
+
+def plan(people: list[str], seed: int = 0) -> list[Sheet]:
+    """The people split into sheets of at most ``GROUP``, each in two independent orders."""
+    if len(people) < 2:
+        raise FaceReconError(f"a line-up needs at least 2 people (got {len(people)})")
+    rng = np.random.default_rng(seed)
+    order = [people[i] for i in rng.permutation(len(people))]
+    groups = np.array_split(np.arange(len(order)), math.ceil(len(order) / GROUP))
+    sheets = []
+    for group in groups:
+        names = [order[i] for i in group]
+        letters = [names[i] for i in rng.permutation(len(names))]
+        sheets.append(Sheet(letters, [names[i] for i in rng.permutation(len(names))]))
+    return sheets
+
+
+def cell_origin(row: int, column: int) -> tuple[int, int]:
+    """(y, x) of a face's top-left pixel on a sheet: row 0 reconstructions, 1 photos."""
+    return BAND + row * (BAND + CELL + 2 * GAP) + GAP, GAP + column * (CELL + GAP)
+
+
+def render(reconstructions: list[np.ndarray], photos: list[np.ndarray]) -> np.ndarray:
+    """A sheet as uint8 RGB: lettered reconstructions above numbered photos."""
+    rows = [grid([faces], CELL) for faces in (reconstructions, photos)]
+    width = rows[0].shape[1]
+    out = np.full((2 * (BAND + rows[0].shape[0]), width, 3), 255, np.uint8)
+    for r, row in enumerate(rows):
+        top = r * (BAND + row.shape[0]) + BAND
+        out[top : top + row.shape[0]] = row
+    image = Image.fromarray(out)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=BAND - 6)
+    for r, labels in enumerate((string.ascii_uppercase, [str(i + 1) for i in range(26)])):
+        for c in range(len(reconstructions)):
+            y, x = cell_origin(r, c)
+            draw.text((x + CELL // 2, y - GAP), labels[c], fill=(0, 0, 0), font=font, anchor="mb")
+    return np.asarray(image)
+
+
+def write(
+    folder: Path,
+    people: list[str],
+    images: dict[str, dict[str, np.ndarray]],
+    photos: dict[str, np.ndarray],
+    seed: int = 0,
+) -> None:
+    """Sheets of each method (``images``: method -> person -> image) into ``folder/<n>/``,
+    methods numbered in a shuffled order; the key, methods included, into ``key.json``."""
+    sheets = plan(people, seed)
+    methods = list(images)
+    codes = np.random.default_rng([seed, 1]).permutation(len(methods)) + 1
+    key = {"people": people, "sheets": [], "methods": {}}
+    for method, code in zip(methods, codes, strict=True):
+        sub = folder / f"set{code}"
+        sub.mkdir(parents=True, exist_ok=True)
+        key["methods"][f"set{code}"] = method
+        for s, sheet in enumerate(sheets, 1):
+            recon = [images[method][name] for name in sheet.letters]
+            Image.fromarray(render(recon, [photos[n] for n in sheet.numbers])).save(
+                sub / f"sheet{s}.png"
+            )
+    key["sheets"] = [
+        {"letters": sh.letters, "numbers": sh.numbers, "key": sh.key()} for sh in sheets
+    ]
+    (folder / KEY_FILE).write_text(json.dumps(key, indent=1, ensure_ascii=False) + "\n")
+
+
+def _fixed_points(n: int) -> np.ndarray:
+    """P(k of n letters right) when the answer is a random one-to-one matching."""
+    derangements = [1, 0]
+    for m in range(2, n + 1):
+        derangements.append((m - 1) * (derangements[-1] + derangements[-2]))
+    return np.array(
+        [math.comb(n, k) * derangements[n - k] / math.factorial(n) for k in range(n + 1)]
+    )
+
+
+def _guesses(n: int) -> np.ndarray:
+    """P(k of n letters right) when each letter's number is guessed on its own."""
+    return np.array([math.comb(n, k) * (1 / n) ** k * (1 - 1 / n) ** (n - k) for k in range(n + 1)])
+
+
+def score(key: dict, answers: dict[str, dict[str, int]]) -> dict[str, float]:
+    """Matches of one observer's answers (sheet number -> letter -> number) and the chance
+    of at least as many by guessing: each sheet answered one-to-one is compared with random
+    matchings, any other with independent guesses."""
+    correct, total, null = 0, 0, np.array([1.0])
+    for s, sheet in enumerate(key["sheets"], 1):
+        given = {k.upper(): int(v) for k, v in answers.get(str(s), {}).items()}
+        n = len(sheet["letters"])
+        correct += sum(given.get(letter) == number for letter, number in sheet["key"].items())
+        total += n
+        one_to_one = sorted(given.values()) == list(range(1, n + 1))
+        null = np.convolve(null, _fixed_points(n) if one_to_one else _guesses(n))
+    return {
+        "correct": correct,
+        "people": total,
+        "expected by chance": float(np.dot(np.arange(len(null)), null)),
+        "p": float(null[correct:].sum()),
+    }
+
+
+def _answers(path: Path, key: dict) -> tuple[str, str, dict[str, dict[str, int]]]:
+    """(set, observer, answers) of one answers file, checked against the key."""
+    try:
+        data = json.loads(path.read_text())
+        chosen, observer, answers = data["set"], str(data["observer"]), data["answers"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FaceReconError(
+            f"{path}: not a line-up answers file; expected "
+            '{"set": "set1", "observer": "...", "answers": {"1": {"A": 3, ...}, ...}} '
+            f"({exc!r})"
+        ) from None
+    if chosen not in key["methods"]:
+        raise FaceReconError(f"{path}: set: {chosen!r} is none of {', '.join(key['methods'])}")
+    for s, given in answers.items():
+        if not (s.isdigit() and 1 <= int(s) <= len(key["sheets"])):
+            raise FaceReconError(f"{path}: answers.{s}: no such sheet (1 to {len(key['sheets'])})")
+        n = len(key["sheets"][int(s) - 1]["letters"])
+        for letter, number in given.items():
+            if letter.upper() not in string.ascii_uppercase[:n] or number not in range(1, n + 1):
+                raise FaceReconError(
+                    f"{path}: answers.{s}.{letter}: {number!r}: sheet {s} has letters A to "
+                    f"{string.ascii_uppercase[n - 1]} and numbers 1 to {n}"
+                )
+    return chosen, observer, answers
+
+
+def score_folder(folder: Path) -> list[dict]:
+    """Score every ``answers/*.json`` in a line-up folder against its key; the rows are
+    also written to ``scores.json`` and ``scores.md`` there."""
+    path = folder / KEY_FILE
+    if not path.exists():
+        raise FaceReconError(f"{folder}: no {KEY_FILE}; `facerecon evaluate` writes line-ups")
+    key = json.loads(path.read_text())
+    files = sorted((folder / "answers").glob("*.json"))
+    if not files:
+        raise FaceReconError(f"{folder / 'answers'}: no answers (*.json) to score")
+    rows = []
+    for file in files:
+        chosen, observer, answers = _answers(file, key)
+        row = {"method": key["methods"][chosen], "set": chosen, "observer": observer}
+        rows.append({**row, **score(key, answers)})
+    (folder / "scores.json").write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
+    lines = [
+        "| method | observer | matched | people | expected by chance | p (as many by chance) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {r['method']} | {r['observer']} | {r['correct']} | {r['people']} | "
+        f"{r['expected by chance']:.1f} | {r['p']:.2g} |"
+        for r in rows
+    ]
+    (folder / "scores.md").write_text("\n".join(lines) + "\n")
+    return rows

@@ -1,0 +1,136 @@
+"""Blind line-ups: the sheets show what the key says, and the scores are the chance's."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import string
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import skimage.io
+from click.testing import CliRunner
+
+from facerecon import lineup
+from facerecon.cli import main
+from facerecon.errors import FaceReconError
+
+
+def _solid(value: float) -> np.ndarray:
+    return np.full((lineup.CELL, lineup.CELL, 3), value, np.float32)
+
+
+@pytest.fixture
+def sheets(tmp_path):
+    """Line-ups of 19 people for two methods; person i's images are grey level i / 20."""
+    people = [f"person{i}" for i in range(19)]
+    shade = {name: (i + 1) / 20 for i, name in enumerate(people)}
+    images = {
+        "iterative (adam)": {n: _solid(v) for n, v in shade.items()},
+        "generator 8": {n: _solid(1 - v) for n, v in shade.items()},
+    }
+    photos = {n: _solid(v) for n, v in shade.items()}
+    folder = tmp_path / "lineup"
+    lineup.write(folder, people, images, photos, seed=3)
+    return folder, people, shade
+
+
+def _centre(sheet: np.ndarray, row: int, column: int) -> float:
+    y, x = lineup.cell_origin(row, column)
+    return sheet[y + lineup.CELL // 2, x + lineup.CELL // 2, 0] / 255
+
+
+def test_each_sheet_shows_under_each_letter_the_person_its_key_names(sheets):
+    folder, people, shade = sheets
+    key = json.loads((folder / "key.json").read_text())
+    assert sorted(key["methods"].values()) == ["generator 8", "iterative (adam)"]
+    assert sorted(key["methods"]) == ["set1", "set2"]  # the sheets do not name the method
+    shown = [n for sheet in key["sheets"] for n in sheet["letters"]]
+    assert sorted(shown) == sorted(people)  # everyone once, in sheets of 6 or 7
+    assert [len(s["letters"]) for s in key["sheets"]] == [7, 6, 6]
+    for code, method in key["methods"].items():
+        flip = method == "generator 8"
+        for s, entry in enumerate(key["sheets"], 1):
+            sheet = skimage.io.imread(folder / code / f"sheet{s}.png")
+            for c, letter in enumerate(string.ascii_uppercase[: len(entry["letters"])]):
+                number = entry["key"][letter]
+                recon, photo = _centre(sheet, 0, c), _centre(sheet, 1, number - 1)
+                person = shade[entry["letters"][c]]
+                assert recon == pytest.approx(1 - person if flip else person, abs=1 / 255)
+                assert photo == pytest.approx(person, abs=1 / 255)
+    assert any(s["letters"] != s["numbers"] for s in key["sheets"])  # two orders, not one
+
+
+def _brute_force_p(sizes: list[int], at_least: int, one_to_one: bool) -> Fraction:
+    """P(at least `at_least` right) over every possible answer, by enumeration."""
+    per_sheet = []
+    for n in sizes:
+        answers = (
+            itertools.permutations(range(n))
+            if one_to_one
+            else itertools.product(range(n), repeat=n)
+        )
+        per_sheet.append([sum(a == i for i, a in enumerate(ans)) for ans in answers])
+    hits = [sum(c) for c in itertools.product(*per_sheet)]
+    return Fraction(sum(h >= at_least for h in hits), len(hits))
+
+
+def _key(sizes: list[int]) -> dict:
+    """Sheets whose letter i is number i + 1."""
+    return {
+        "sheets": [
+            {
+                "letters": [f"s{s}p{i}" for i in range(n)],
+                "key": {string.ascii_uppercase[i]: i + 1 for i in range(n)},
+            }
+            for s, n in enumerate(sizes)
+        ]
+    }
+
+
+@pytest.mark.parametrize("one_to_one", [True, False])
+def test_the_chance_of_as_many_matches_is_that_of_every_possible_answer(one_to_one):
+    sizes = [3, 4]
+    key = _key(sizes)
+    if one_to_one:  # sheet 1: A, B right, C and D swapped; sheet 2: one cycle, none right
+        answers = {"1": {"A": 2, "B": 3, "C": 1}, "2": {"A": 1, "B": 2, "C": 4, "D": 3}}
+        right = 2
+    else:  # everyone answered 1: one right per sheet
+        answers = {"1": {"A": 1, "B": 1, "C": 1}, "2": {"A": 1, "B": 1, "C": 1, "D": 1}}
+        right = 2
+    result = lineup.score(key, answers)
+    assert result["correct"] == right and result["people"] == 7
+    assert result["expected by chance"] == pytest.approx(2.0)
+    exact = _brute_force_p(sizes, right, one_to_one)
+    assert result["p"] == pytest.approx(float(exact), rel=1e-9)
+    assert lineup.score(key, {})["p"] == pytest.approx(1.0)
+
+
+def test_answers_are_scored_by_the_command_and_bad_ones_are_one_line(sheets):
+    folder, people, _ = sheets
+    key = json.loads((folder / "key.json").read_text())
+    (folder / "answers").mkdir()
+    right = {str(s): e["key"] for s, e in enumerate(key["sheets"], 1)}
+    (folder / "answers" / "a.json").write_text(
+        json.dumps({"set": "set2", "observer": "reader", "answers": right})
+    )
+    result = CliRunner().invoke(main, ["lineup", str(folder)])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads((folder / "scores.json").read_text())
+    assert (row["method"], row["correct"], row["people"]) == (key["methods"]["set2"], 19, 19)
+    # 7! 6! 6! one-to-one answers, one of them all right
+    assert row["p"] == pytest.approx(1 / (5040 * 720 * 720), rel=1e-9)
+    assert "| reader | 19 | 19 |" in (folder / "scores.md").read_text()
+    (folder / "answers" / "b.json").write_text(
+        json.dumps({"set": "set2", "observer": "x", "answers": {"1": {"H": 1}}})
+    )
+    result = CliRunner().invoke(main, ["lineup", str(folder)])
+    assert result.exit_code != 0
+    assert (
+        result.output.strip()
+        .splitlines()[-1]
+        .endswith("b.json: answers.1.H: 1: sheet 1 has letters A to G and numbers 1 to 7")
+    )
+    with pytest.raises(FaceReconError, match="a line-up needs at least 2 people"):
+        lineup.plan(["only"])
