@@ -244,3 +244,11 @@ def attack(
     folder = Path(output) if output is not None else Path("evaluations") / spec.name
     attack_report.write(result, folder)
     return result, folder
+
+
+def lineup(folder: str | Path) -> list[dict[str, Any]]:
+    """Score the blind line-ups of an evaluation (its ``lineup/`` folder): one row per
+    observer's answers file (:mod:`facerecon.lineup`)."""
+    from facerecon.lineup import score_folder
+
+    return score_folder(Path(folder))

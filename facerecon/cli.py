@@ -184,11 +184,9 @@ def report(experiment: str, output: str | None, no_log: bool) -> None:
 def lineup(folder: str) -> None:
     """Score the blind line-ups in FOLDER (an evaluation's lineup/): each answers/*.json
     against key.json, with the chance of as many matches by guessing."""
-    from pathlib import Path
+    from facerecon import api
 
-    from facerecon.lineup import score_folder
-
-    rows = score_folder(Path(folder))
+    rows = api.lineup(folder)
     table = Table("method", "observer", "matched", "expected by chance", "p")
     for r in rows:
         table.add_row(
