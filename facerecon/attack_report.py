@@ -172,14 +172,23 @@ def _chip(result: AttackResult, photo: Path) -> np.ndarray:
 
 def write_lineup(result: AttackResult, folder: Path) -> None:
     """Blind line-up sheets of each method that has an image of every person with another
-    photo (see ``facerecon.lineup``)."""
-    people = [p for p in result.collection.people if len(p.photos) > 1]
+    photo (see ``facerecon.lineup``): people grouped at random into ``folder``, and
+    grouped with their look-alikes (by a transfer judge, else the attacked model, on their
+    other photos) into ``folder``-lookalike."""
+    chosen = [i for i, p in enumerate(result.collection.people) if len(p.photos) > 1]
+    people = [result.collection.people[i] for i in chosen]
     names = [p.name for p in people]
     images = {m.name: m.images for m in result.methods if all(n in m.images for n in names)}
     if len(people) < 2 or not images:
         return
     photos = {p.name: _chip(result, p.photos[1]) for p in people}
-    lineup.write(folder, names, images, photos, seed=result.spec.seed)
+    seed = result.spec.seed
+    lineup.write(folder, names, images, photos, seed)
+    judges = [j for j in result.references if j != result.attacked] or [result.attacked]
+    others = np.stack([result.references[judges[0]][i].type2[0] for i in chosen])
+    lookalike = folder.with_name(folder.name + "-lookalike")
+    grouping = f"with look-alikes (by {judges[0]}'s cosine between their other photos)"
+    lineup.write(lookalike, names, images, photos, seed, others @ others.T, grouping)
 
 
 def people_figure(result: AttackResult, people: list[attack.Person]):

@@ -57,6 +57,8 @@ class AttackResult:
     folder: Path | None = None
     resumed: list[str] = field(default_factory=list)  # people taken from an earlier run
     failed: dict[str, str] = field(default_factory=dict)  # person -> why their run failed
+    #: per judge, per person of the collection: the judge's embeddings of their photos
+    references: dict[str, list[References]] = field(default_factory=dict)
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per method and judge (SAR, mean cosines, face rate, seconds)."""
@@ -311,7 +313,7 @@ def evaluate_attack(
     judges = Judges(models, None)
     if spec.judges.detector is not None:
         judges.detector = instantiate(reg, "detector", PluginRef(name=spec.judges.detector))
-    judges.references = _references(models, embedded, people)
+    judges.references = result.references = _references(models, embedded, people)
     methods = [iterative] if iterative_runs else []
     for index, source in enumerate(generators, 1):
         methods.append(_generated(f"generator {index}", source, attacked, people, guide))

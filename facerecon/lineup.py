@@ -26,6 +26,8 @@ GROUP = 8
 #: pixels of one face on a sheet, and of the band that holds its label
 CELL, BAND, GAP = 150, 26, 4
 KEY_FILE = "key.json"
+#: JPEG quality of the sheets (a few dozen sheets per evaluation)
+QUALITY = 85
 
 
 @dataclass(frozen=True)
@@ -43,18 +45,29 @@ class Sheet:
         }
 
 
-def plan(people: list[str], seed: int = 0) -> list[Sheet]:
-    """The people split into sheets of at most ``GROUP``, each in two independent orders."""
+def plan(people: list[str], seed: int = 0, similarity: np.ndarray | None = None) -> list[Sheet]:
+    """The people split into sheets of at most ``GROUP``, each in two independent orders.
+
+    With ``similarity`` (people x people, e.g. a judge's cosines between their photos),
+    each sheet is a person drawn at random and the people most like them still unplaced:
+    look-alikes, whom sex, age, glasses or a beard no longer tell apart.
+    """
     if len(people) < 2:
         raise FaceReconError(f"a line-up needs at least 2 people (got {len(people)})")
     rng = np.random.default_rng(seed)
-    order = [people[i] for i in rng.permutation(len(people))]
-    groups = np.array_split(np.arange(len(order)), math.ceil(len(order) / GROUP))
+    left = list(rng.permutation(len(people)))
+    sizes = [len(g) for g in np.array_split(left, math.ceil(len(people) / GROUP))]
     sheets = []
-    for group in groups:
-        names = [order[i] for i in group]
-        letters = [names[i] for i in rng.permutation(len(names))]
-        sheets.append(Sheet(letters, [names[i] for i in rng.permutation(len(names))]))
+    for size in sizes:
+        if similarity is None:
+            group = left[:size]
+        else:
+            anchor = left[0]
+            group = sorted(left, key=lambda j: (j != anchor, -similarity[anchor, j]))[:size]
+        left = [i for i in left if i not in group]
+        names = [people[i] for i in group]
+        letters = [names[i] for i in rng.permutation(size)]
+        sheets.append(Sheet(letters, [names[i] for i in rng.permutation(size)]))
     return sheets
 
 
@@ -87,13 +100,16 @@ def write(
     images: dict[str, dict[str, np.ndarray]],
     photos: dict[str, np.ndarray],
     seed: int = 0,
+    similarity: np.ndarray | None = None,
+    grouping: str = "at random",
 ) -> None:
-    """Sheets of each method (``images``: method -> person -> image) into ``folder/<n>/``,
-    methods numbered in a shuffled order; the key, methods included, into ``key.json``."""
-    sheets = plan(people, seed)
+    """Sheets of each method (``images``: method -> person -> image) into
+    ``folder/set<n>/sheet<k>.jpg``, methods numbered in a shuffled order; the key, methods
+    and how people were grouped (``grouping``, see :func:`plan`) into ``key.json``."""
+    sheets = plan(people, seed, similarity)
     methods = list(images)
     codes = np.random.default_rng([seed, 1]).permutation(len(methods)) + 1
-    key = {"people": people, "sheets": [], "methods": {}}
+    key = {"grouping": grouping, "people": people, "methods": {}}
     for method, code in zip(methods, codes, strict=True):
         sub = folder / f"set{code}"
         sub.mkdir(parents=True, exist_ok=True)
@@ -101,7 +117,7 @@ def write(
         for s, sheet in enumerate(sheets, 1):
             recon = [images[method][name] for name in sheet.letters]
             Image.fromarray(render(recon, [photos[n] for n in sheet.numbers])).save(
-                sub / f"sheet{s}.png"
+                sub / f"sheet{s}.jpg", quality=QUALITY
             )
     key["sheets"] = [
         {"letters": sh.letters, "numbers": sh.numbers, "key": sh.key()} for sh in sheets
@@ -187,6 +203,8 @@ def score_folder(folder: Path) -> list[dict]:
         rows.append({**row, **score(key, answers)})
     (folder / "scores.json").write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
     lines = [
+        f"People grouped {key.get('grouping', 'at random')}.",
+        "",
         "| method | observer | matched | people | expected by chance | p (as many by chance) |",
         "| --- | --- | --- | --- | --- | --- |",
     ]

@@ -52,14 +52,30 @@ def test_each_sheet_shows_under_each_letter_the_person_its_key_names(sheets):
     for code, method in key["methods"].items():
         flip = method == "generator 8"
         for s, entry in enumerate(key["sheets"], 1):
-            sheet = skimage.io.imread(folder / code / f"sheet{s}.png")
+            sheet = skimage.io.imread(folder / code / f"sheet{s}.jpg")
             for c, letter in enumerate(string.ascii_uppercase[: len(entry["letters"])]):
                 number = entry["key"][letter]
                 recon, photo = _centre(sheet, 0, c), _centre(sheet, 1, number - 1)
                 person = shade[entry["letters"][c]]
-                assert recon == pytest.approx(1 - person if flip else person, abs=1 / 255)
-                assert photo == pytest.approx(person, abs=1 / 255)
+                # JPEG keeps a flat grey within a few levels; the people are 13 levels apart
+                assert recon == pytest.approx(1 - person if flip else person, abs=4 / 255)
+                assert photo == pytest.approx(person, abs=4 / 255)
     assert any(s["letters"] != s["numbers"] for s in key["sheets"])  # two orders, not one
+
+
+def test_look_alikes_share_a_sheet():
+    # 14 people in two families of 7: within a family cosine 0.9, across 0.1
+    family = np.array([0, 1] * 7)
+    similarity = np.where(family[:, None] == family[None, :], 0.9, 0.1)
+    people = [f"p{i}" for i in range(14)]
+    for seed in range(5):
+        sheets = lineup.plan(people, seed, similarity)
+        assert [len(s.letters) for s in sheets] == [7, 7]
+        for sheet in sheets:
+            assert len({family[people.index(n)] for n in sheet.letters}) == 1
+    # at random, some sheet mixes the families
+    mixed = lineup.plan(people, 0)
+    assert any(len({family[people.index(n)] for n in s.letters}) == 2 for s in mixed)
 
 
 def _brute_force_p(sizes: list[int], at_least: int, one_to_one: bool) -> Fraction:
