@@ -201,6 +201,8 @@ def score_folder(folder: Path) -> list[dict]:
         chosen, observer, answers = _answers(file, key)
         row = {"method": key["methods"][chosen], "set": chosen, "observer": observer}
         rows.append({**row, **score(key, answers)})
+    order = list(key["methods"].values())
+    rows.sort(key=lambda r: (order.index(r["method"]), r["observer"]))
     (folder / "scores.json").write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
     lines = [
         f"People grouped {key.get('grouping', 'at random')}.",
@@ -213,5 +215,18 @@ def score_folder(folder: Path) -> list[dict]:
         f"{r['expected by chance']:.1f} | {r['p']:.2g} |"
         for r in rows
     ]
+    lines += [
+        "",
+        "| method | observers | matched, all observers | by chance |",
+        "| --- | --- | --- | --- |",
+    ]
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        matched, shown = sum(r["correct"] for r in mine), sum(r["people"] for r in mine)
+        chance = sum(r["expected by chance"] for r in mine) / shown
+        lines.append(
+            f"| {method} | {len(mine)} | {matched} / {shown} ({matched / shown:.0%}) | "
+            f"{chance:.0%} |"
+        )
     (folder / "scores.md").write_text("\n".join(lines) + "\n")
     return rows

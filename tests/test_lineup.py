@@ -137,7 +137,10 @@ def test_answers_are_scored_by_the_command_and_bad_ones_are_one_line(sheets):
     assert (row["method"], row["correct"], row["people"]) == (key["methods"]["set2"], 19, 19)
     # 7! 6! 6! one-to-one answers, one of them all right
     assert row["p"] == pytest.approx(1 / (5040 * 720 * 720), rel=1e-9)
-    assert "| reader | 19 | 19 |" in (folder / "scores.md").read_text()
+    table = (folder / "scores.md").read_text()
+    assert "| reader | 19 | 19 |" in table
+    # pooled over observers: one expected match per sheet, 3 of 19
+    assert f"| {row['method']} | 1 | 19 / 19 (100%) | 16% |" in table
     (folder / "answers" / "b.json").write_text(
         json.dumps({"set": "set2", "observer": "x", "answers": {"1": {"H": 1}}})
     )
