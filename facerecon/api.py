@@ -246,9 +246,12 @@ def attack(
     return result, folder
 
 
-def lineup(folder: str | Path) -> list[dict[str, Any]]:
+def lineup(folder: str | Path, *, log: bool = True) -> tuple[list[dict[str, Any]], str | None]:
     """Score the blind line-ups of an evaluation (its ``lineup/`` folder): one row per
-    observer's answers file (:mod:`facerecon.lineup`)."""
-    from facerecon.lineup import score_folder
+    observer's answers file (:mod:`facerecon.lineup`), and the MLflow run the scores were
+    logged to (the evaluation's; None when untracked or ``log`` is false)."""
+    from facerecon import lineup as lineups
 
-    return score_folder(Path(folder))
+    folder = Path(folder)
+    rows = lineups.score_folder(folder)
+    return rows, lineups.log(folder, rows) if log else None

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import numpy as np
 from facerecon import attack, faces, lineup
 from facerecon.attack_sweep import AttackResult
 from facerecon.panels import labelled_grid
+from facerecon.tracking import safe_key
 
 #: the chips drawn in the per-person images
 SIZE = 150
@@ -158,10 +158,6 @@ def roc_figure(result: AttackResult):
     return fig
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^\w.-]+", "_", name)
-
-
 #: people shown in ``people.jpg``, the overview
 OVERVIEW = 8
 
@@ -183,12 +179,13 @@ def write_lineup(result: AttackResult, folder: Path) -> None:
         return
     photos = {p.name: _chip(result, p.photos[1]) for p in people}
     seed = result.spec.seed
-    lineup.write(folder, names, images, photos, seed)
+    lineup.write(folder, names, images, photos, seed, run_id=result.run_id)
     judges = [j for j in result.references if j != result.attacked] or [result.attacked]
     others = np.stack([result.references[judges[0]][i].type2[0] for i in chosen])
     lookalike = folder.with_name(folder.name + "-lookalike")
     grouping = f"with look-alikes (by {judges[0]}'s cosine between their other photos)"
-    lineup.write(lookalike, names, images, photos, seed, others @ others.T, grouping)
+    similarity = others @ others.T
+    lineup.write(lookalike, names, images, photos, seed, similarity, grouping, result.run_id)
 
 
 def people_figure(result: AttackResult, people: list[attack.Person]):
@@ -218,7 +215,8 @@ def write(result: AttackResult, folder: Path) -> dict[str, Any]:
         people = result.collection.people
         for person in people:
             fig = people_figure(result, [person])
-            fig.savefig(folder / "people" / f"{_safe(person.name)}.jpg", pil_kwargs={"quality": 85})
+            path = folder / "people" / f"{safe_key(person.name)}.jpg"
+            fig.savefig(path, pil_kwargs={"quality": 85})
             plt.close(fig)
         fig = people_figure(result, people[:OVERVIEW])
         fig.savefig(folder / "people.jpg", pil_kwargs={"quality": 85})
@@ -242,7 +240,7 @@ def _log(result: AttackResult, folder: Path, data: dict[str, Any]) -> None:
     client.log_artifacts(result.run_id, str(folder))
     now = int(time.time() * 1000)
     metrics = []
-    rows = [(_safe(r["method"].split(" (")[0]), r["judge"], r) for r in data["methods"]]
+    rows = [(safe_key(r["method"].split(" (")[0]), r["judge"], r) for r in data["methods"]]
     rows += [("real", j["judge"], j) for j in data["judges"]]
     for method, judge, row in rows:
         for key, value in row.items():

@@ -180,13 +180,14 @@ def report(experiment: str, output: str | None, no_log: bool) -> None:
 
 @main.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--no-log", is_flag=True, help="Do not log the scores to the evaluation's run.")
 @_friendly
-def lineup(folder: str) -> None:
+def lineup(folder: str, no_log: bool) -> None:
     """Score the blind line-ups in FOLDER (an evaluation's lineup/): each answers/*.json
     against key.json, with the chance of as many matches by guessing."""
     from facerecon import api
 
-    rows = api.lineup(folder)
+    rows, run_id = api.lineup(folder, log=not no_log)
     table = Table("method", "observer", "matched", "expected by chance", "p")
     for r in rows:
         table.add_row(
@@ -197,7 +198,10 @@ def lineup(folder: str) -> None:
             f"{r['p']:.2g}",
         )
     out().print(table)
-    err.print(f"scores.md and scores.json in {folder}/")
+    err.print(
+        f"scores.md and scores.json in {folder}/"
+        + (f"; logged to MLflow run {run_id}" if run_id else "")
+    )
 
 
 @main.command()

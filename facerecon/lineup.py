@@ -102,14 +102,16 @@ def write(
     seed: int = 0,
     similarity: np.ndarray | None = None,
     grouping: str = "at random",
+    run_id: str | None = None,
 ) -> None:
     """Sheets of each method (``images``: method -> person -> image) into
     ``folder/set<n>/sheet<k>.jpg``, methods numbered in a shuffled order; the key, methods
-    and how people were grouped (``grouping``, see :func:`plan`) into ``key.json``."""
+    and how people were grouped (``grouping``, see :func:`plan`) into ``key.json``, with
+    the evaluation's MLflow run (``run_id``), where scores are logged later."""
     sheets = plan(people, seed, similarity)
     methods = list(images)
     codes = np.random.default_rng([seed, 1]).permutation(len(methods)) + 1
-    key = {"grouping": grouping, "people": people, "methods": {}}
+    key = {"grouping": grouping, "run_id": run_id, "people": people, "methods": {}}
     for method, code in zip(methods, codes, strict=True):
         sub = folder / f"set{code}"
         sub.mkdir(parents=True, exist_ok=True)
@@ -186,6 +188,53 @@ def _answers(path: Path, key: dict) -> tuple[str, str, dict[str, dict[str, int]]
     return chosen, observer, answers
 
 
+def pooled(rows: list[dict]) -> dict[str, tuple[int, int, int, float]]:
+    """Per method: (observers, matches, people shown, matches expected by chance)."""
+    out = {}
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        out[method] = (
+            len(mine),
+            sum(r["correct"] for r in mine),
+            sum(r["people"] for r in mine),
+            sum(r["expected by chance"] for r in mine),
+        )
+    return out
+
+
+def log(folder: Path, rows: list[dict]) -> str | None:
+    """Scores and answers into the evaluation's MLflow run, under ``<folder name>/``, and
+    each method's share matched as ``lineup/<folder name>/<method>/matched``; the run id,
+    or None when the key names no run."""
+    import time
+
+    from mlflow.entities import Metric
+
+    from facerecon.tracking import client, safe_key
+
+    run_id = json.loads((folder / KEY_FILE).read_text()).get("run_id")
+    if not run_id:
+        return None
+    tracking = client()
+    try:
+        tracking.get_run(run_id)
+    except Exception as exc:  # noqa: BLE001 - any store error is the same answer here
+        raise FaceReconError(
+            f"{folder / KEY_FILE}: run_id: {run_id} is not in the MLflow store in force "
+            f"({exc.__class__.__name__}); set MLFLOW_TRACKING_URI to the evaluation's store"
+        ) from None
+    for name in ("scores.md", "scores.json"):
+        tracking.log_artifact(run_id, str(folder / name), folder.name)
+    tracking.log_artifacts(run_id, str(folder / "answers"), f"{folder.name}/answers")
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(f"lineup/{folder.name}/{safe_key(method)}/matched", matched / shown, now, 0)
+        for method, (_, matched, shown, _) in pooled(rows).items()
+    ]
+    tracking.log_batch(run_id, metrics=metrics)
+    return run_id
+
+
 def score_folder(folder: Path) -> list[dict]:
     """Score every ``answers/*.json`` in a line-up folder against its key; the rows are
     also written to ``scores.json`` and ``scores.md`` there."""
@@ -220,13 +269,10 @@ def score_folder(folder: Path) -> list[dict]:
         "| method | observers | matched, all observers | by chance |",
         "| --- | --- | --- | --- |",
     ]
-    for method in dict.fromkeys(r["method"] for r in rows):
-        mine = [r for r in rows if r["method"] == method]
-        matched, shown = sum(r["correct"] for r in mine), sum(r["people"] for r in mine)
-        chance = sum(r["expected by chance"] for r in mine) / shown
+    for method, (observers, matched, shown, chance) in pooled(rows).items():
         lines.append(
-            f"| {method} | {len(mine)} | {matched} / {shown} ({matched / shown:.0%}) | "
-            f"{chance:.0%} |"
+            f"| {method} | {observers} | {matched} / {shown} ({matched / shown:.0%}) | "
+            f"{chance / shown:.0%} |"
         )
     (folder / "scores.md").write_text("\n".join(lines) + "\n")
     return rows

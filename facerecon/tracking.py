@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -46,6 +47,12 @@ def absolute_uri(uri: str) -> str:
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
         return prefix + str(Path(uri[len(prefix) :]).resolve())
     return uri
+
+
+def safe_key(name: str) -> str:
+    """A name as a file name or an MLflow key part: runs of other characters than letters,
+    digits, ``_``, ``.`` and ``-`` become ``_``."""
+    return re.sub(r"[^\w.-]+", "_", name)
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:

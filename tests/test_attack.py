@@ -238,9 +238,9 @@ def test_the_line_up_shows_each_method_above_the_other_photos_of_its_people(tmp_
     root = tmp_path / "two"
     _write(root, {"a": ["builtin:obama/1", "builtin:obama/2"], "b": ["builtin:radar/0",
            "builtin:radar/1"], "c": ["builtin:biden"]})  # fmt: skip
-    spec = validate({**SPEC, "tracking": {**SPEC["tracking"], "enabled": False}})
-    result, folder = api.attack(spec, str(root), identities=3)
+    result, folder = api.attack(validate(SPEC), str(root), identities=3)
     key = json.loads((folder / "lineup" / "key.json").read_text())
+    assert key["run_id"] == result.run_id is not None
     assert sorted(key["people"]) == ["a", "b"]  # c has no other photo
     assert sorted(key["methods"].values()) == sorted(m.name for m in result.methods)
     ((sheet),) = key["sheets"]
@@ -269,6 +269,20 @@ def test_the_line_up_shows_each_method_above_the_other_photos_of_its_people(tmp_
     alike = json.loads((folder / "lineup-lookalike" / "key.json").read_text())
     assert alike["grouping"].startswith("with look-alikes (by tiny-judge's cosine")
     assert sorted(alike["sheets"][0]["letters"]) == ["a", "b"]
+    # an observer's answers, scored and logged to the evaluation's run
+    (folder / "lineup" / "answers").mkdir()
+    right = {"1": key["sheets"][0]["key"]}
+    for code in key["methods"]:
+        (folder / "lineup" / "answers" / f"{code}.json").write_text(
+            json.dumps({"set": code, "observer": "o", "answers": right})
+        )
+    rows, logged = api.lineup(folder / "lineup")
+    assert logged == result.run_id and all(r["correct"] == 2 for r in rows)
+    run = MlflowClient(store).get_run(result.run_id)
+    assert run.data.metrics["lineup/lineup/iterative_adam_/matched"] == 1.0
+    assert run.data.metrics["lineup/lineup/baseline_start_image_/matched"] == 1.0
+    logged_files = {a.path for a in MlflowClient(store).list_artifacts(result.run_id, "lineup")}
+    assert {"lineup/scores.md", "lineup/scores.json", "lineup/answers"} <= logged_files
 
 
 def test_one_photo_per_person_reports_type_one_only(tmp_path, store):

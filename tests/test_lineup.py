@@ -123,7 +123,7 @@ def test_the_chance_of_as_many_matches_is_that_of_every_possible_answer(one_to_o
     assert lineup.score(key, {})["p"] == pytest.approx(1.0)
 
 
-def test_answers_are_scored_by_the_command_and_bad_ones_are_one_line(sheets):
+def test_answers_are_scored_by_the_command_and_bad_ones_are_one_line(sheets, store):
     folder, people, _ = sheets
     key = json.loads((folder / "key.json").read_text())
     (folder / "answers").mkdir()
@@ -151,5 +151,15 @@ def test_answers_are_scored_by_the_command_and_bad_ones_are_one_line(sheets):
         .splitlines()[-1]
         .endswith("b.json: answers.1.H: 1: sheet 1 has letters A to G and numbers 1 to 7")
     )
+    (folder / "answers" / "b.json").unlink()
+    key["run_id"] = "0" * 32  # an evaluation run this store has never seen
+    (folder / "key.json").write_text(json.dumps(key))
+    result = CliRunner().invoke(main, ["lineup", str(folder)])
+    assert result.exit_code != 0
+    assert result.output.strip().splitlines()[-1].endswith(
+        f"key.json: run_id: {'0' * 32} is not in the MLflow store in force (MlflowException); "
+        "set MLFLOW_TRACKING_URI to the evaluation's store"
+    )
+    assert CliRunner().invoke(main, ["lineup", str(folder), "--no-log"]).exit_code == 0
     with pytest.raises(FaceReconError, match="a line-up needs at least 2 people"):
         lineup.plan(["only"])
