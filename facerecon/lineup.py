@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,6 +189,11 @@ def _answers(path: Path, key: dict) -> tuple[str, str, dict[str, dict[str, int]]
     return chosen, observer, answers
 
 
+def _natural(text: str) -> list:
+    """Sort key: observer 2 before observer 10 (split parts alternate text and digits)."""
+    return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", text))]
+
+
 def pooled(rows: list[dict]) -> dict[str, tuple[int, int, int, float]]:
     """Per method: (observers, matches, people shown, matches expected by chance)."""
     out = {}
@@ -251,7 +257,7 @@ def score_folder(folder: Path) -> list[dict]:
         row = {"method": key["methods"][chosen], "set": chosen, "observer": observer}
         rows.append({**row, **score(key, answers)})
     order = list(key["methods"].values())
-    rows.sort(key=lambda r: (order.index(r["method"]), r["observer"]))
+    rows.sort(key=lambda r: (order.index(r["method"]), _natural(r["observer"])))
     (folder / "scores.json").write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
     lines = [
         f"People grouped {key.get('grouping', 'at random')}.",
