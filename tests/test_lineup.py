@@ -156,9 +156,13 @@ def test_answers_are_scored_by_the_command_and_bad_ones_are_one_line(sheets, sto
     (folder / "key.json").write_text(json.dumps(key))
     result = CliRunner().invoke(main, ["lineup", str(folder)])
     assert result.exit_code != 0
-    assert result.output.strip().splitlines()[-1].endswith(
-        f"key.json: run_id: {'0' * 32} is not in the MLflow store in force (MlflowException); "
-        "set MLFLOW_TRACKING_URI to the evaluation's store"
+    assert (
+        result.output.strip()
+        .splitlines()[-1]
+        .endswith(
+            f"key.json: run_id: {'0' * 32} is not in the MLflow store in force (MlflowException); "
+            "set MLFLOW_TRACKING_URI to the evaluation's store"
+        )
     )
     assert CliRunner().invoke(main, ["lineup", str(folder), "--no-log"]).exit_code == 0
     with pytest.raises(FaceReconError, match="a line-up needs at least 2 people"):
