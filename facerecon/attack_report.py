@@ -168,9 +168,9 @@ def _chip(result: AttackResult, photo: Path) -> np.ndarray:
 
 def write_lineup(result: AttackResult, folder: Path) -> None:
     """Blind line-up sheets of each method that has an image of every person with another
-    photo (see ``facerecon.lineup``): people grouped at random into ``folder``, and
-    grouped with their look-alikes (by a transfer judge, else the attacked model, on their
-    other photos) into ``folder``-lookalike."""
+    photo (see ``facerecon.lineup``): people grouped at random into ``folder/lineup``, and
+    with their look-alikes (by a transfer judge, else the attacked model, on their other
+    photos) into ``folder/lineup-lookalike``."""
     chosen = [i for i, p in enumerate(result.collection.people) if len(p.photos) > 1]
     people = [result.collection.people[i] for i in chosen]
     names = [p.name for p in people]
@@ -179,10 +179,10 @@ def write_lineup(result: AttackResult, folder: Path) -> None:
         return
     photos = {p.name: _chip(result, p.photos[1]) for p in people}
     seed = result.spec.seed
-    lineup.write(folder, names, images, photos, seed, run_id=result.run_id)
+    lineup.write(folder / "lineup", names, images, photos, seed, run_id=result.run_id)
     judges = [j for j in result.references if j != result.attacked] or [result.attacked]
     others = np.stack([result.references[judges[0]][i].type2[0] for i in chosen])
-    lookalike = folder.with_name(folder.name + "-lookalike")
+    lookalike = folder / "lineup-lookalike"
     grouping = f"with look-alikes (by {judges[0]}'s cosine between their other photos)"
     similarity = others @ others.T
     lineup.write(lookalike, names, images, photos, seed, similarity, grouping, result.run_id)
@@ -221,7 +221,7 @@ def write(result: AttackResult, folder: Path) -> dict[str, Any]:
         fig = people_figure(result, people[:OVERVIEW])
         fig.savefig(folder / "people.jpg", pil_kwargs={"quality": 85})
         plt.close(fig)
-        write_lineup(result, folder / "lineup")
+        write_lineup(result, folder)
     if result.run_id is not None:
         _log(result, folder, data)
     return data
