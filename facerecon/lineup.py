@@ -110,10 +110,10 @@ def write(
     and how people were grouped (``grouping``, see :func:`plan`) into ``key.json``, with
     the evaluation's MLflow run (``run_id``), where scores are logged later."""
     sheets = plan(people, seed, similarity)
-    methods = list(images)
-    codes = np.random.default_rng([seed, 1]).permutation(len(methods)) + 1
+    entries = [{"letters": sh.letters, "numbers": sh.numbers, "key": sh.key()} for sh in sheets]
+    codes = _codes(folder, entries, list(images), seed)
     key = {"grouping": grouping, "run_id": run_id, "people": people, "methods": {}}
-    for method, code in zip(methods, codes, strict=True):
+    for method, code in codes.items():
         sub = folder / f"set{code}"
         sub.mkdir(parents=True, exist_ok=True)
         key["methods"][f"set{code}"] = method
@@ -122,10 +122,30 @@ def write(
             Image.fromarray(render(recon, [photos[n] for n in sheet.numbers])).save(
                 sub / f"sheet{s}.jpg", quality=QUALITY
             )
-    key["sheets"] = [
-        {"letters": sh.letters, "numbers": sh.numbers, "key": sh.key()} for sh in sheets
-    ]
+    key["sheets"] = entries
     (folder / KEY_FILE).write_text(json.dumps(key, indent=1, ensure_ascii=False) + "\n")
+
+
+def _codes(folder: Path, sheets: list[dict], methods: list[str], seed: int) -> dict[str, int]:
+    """Each method's set number. A folder that already holds these sheets keeps its
+    methods' numbers, so observers' answers stay valid when methods are added; a line-up of
+    other sheets with answers is moved aside (``<folder>.replaced-<k>``), never lost."""
+    kept: dict[str, int] = {}
+    path = folder / KEY_FILE
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old.get("sheets") == sheets:
+            kept = {m: int(c.removeprefix("set")) for c, m in old["methods"].items()}
+        elif (folder / "answers").exists():
+            k = 1
+            while folder.with_name(f"{folder.name}.replaced-{k}").exists():
+                k += 1
+            folder.rename(folder.with_name(f"{folder.name}.replaced-{k}"))
+    new = [m for m in methods if m not in kept]
+    free = [c for c in range(1, len(kept) + len(new) + 1) if c not in kept.values()]
+    order = np.random.default_rng([seed, 1]).permutation(len(free))
+    fresh = dict(zip(new, (free[i] for i in order[: len(new)]), strict=True))
+    return {m: kept.get(m, fresh.get(m)) for m in methods}
 
 
 def _fixed_points(n: int) -> np.ndarray:

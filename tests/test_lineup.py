@@ -167,3 +167,27 @@ def test_answers_are_scored_by_the_command_and_bad_ones_are_one_line(sheets, sto
     assert CliRunner().invoke(main, ["lineup", str(folder), "--no-log"]).exit_code == 0
     with pytest.raises(FaceReconError, match="a line-up needs at least 2 people"):
         lineup.plan(["only"])
+
+
+def test_rewriting_a_line_up_keeps_the_answers_valid(sheets):
+    folder, people, shade = sheets
+    before = json.loads((folder / "key.json").read_text())["methods"]
+    (folder / "answers").mkdir()
+    (folder / "answers" / "a.json").write_text("{}")
+    images = {
+        "iterative (adam)": {n: _solid(v) for n, v in shade.items()},
+        "generator 8": {n: _solid(1 - v) for n, v in shade.items()},
+        "generator 9": {n: _solid(0.5) for n in shade},
+    }
+    photos = {n: _solid(v) for n, v in shade.items()}
+    lineup.write(folder, people, images, photos, seed=3)  # one method more, same sheets
+    after = json.loads((folder / "key.json").read_text())["methods"]
+    assert after == {**before, "set3": "generator 9"}
+    assert (folder / "answers" / "a.json").exists()
+    # other people, other sheets: the old line-up and its answers are moved aside
+    lineup.write(folder, people[1:], images, {n: photos[n] for n in people[1:]}, seed=3)
+    aside = folder.with_name("lineup.replaced-1")
+    assert (aside / "answers" / "a.json").exists()
+    assert json.loads((aside / "key.json").read_text())["methods"] == after
+    assert json.loads((folder / "key.json").read_text())["people"] == people[1:]
+    assert not (folder / "answers").exists()
