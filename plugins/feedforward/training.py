@@ -227,7 +227,8 @@ class Trainer:
                 own = None if strangers is None else tf.constant(strangers.means(sampled))
                 photos = None if photos is None else tf.constant(photos)
                 # from the step, not the optimizer's counter: a resume lands on the same rate
-                self.optimizer.learning_rate.assign(s.lr_at(t))
+                if t == start or t in s.lr_drops:
+                    self.optimizer.learning_rate.assign(s.lr_at(t))
                 weights = tf.constant(objective.weights_at(t))
                 seed = tf.constant(objective.step_seed(t))
                 terms = steps[t % len(steps)](tf.constant(sampled), weights, seed, own, photos)
