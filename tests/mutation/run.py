@@ -11,7 +11,7 @@ for it. The survivors of a module are written to ``.mutation/<module>/survivors.
 (``mutmut show NAME`` in that folder prints one's diff); the scores of the modules run are
 merged into ``scores.json`` and ``scores.md`` beside this file. Survivors judged equivalent
 to the original (no test could tell them apart) are listed with the reason in
-``equivalent.toml`` and left out of the score's denominator.
+``equivalent/<module>.toml`` and left out of the score's denominator.
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def _write(scores: dict, modules: dict) -> None:
         "# Mutation scores\n\n"
         "Written by `python tests/mutation/run.py` (mutmut). The score is killed mutants "
         "(failing a test or timing out) over all mutants less those judged equivalent in "
-        "`equivalent.toml`; a mutant that no test reaches counts as not killed. "
+        "`equivalent/<module>.toml`; a mutant that no test reaches counts as not killed. "
         "Each module's row is from its last run, dated in `scores.json`.\n\n"
     )
     (HERE / "scores.md").write_text(note + "\n".join(rows) + "\n")
@@ -182,7 +182,6 @@ def main() -> None:
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     modules = tomllib.loads((HERE / "modules.toml").read_text())
-    equivalent = tomllib.loads((HERE / "equivalent.toml").read_text())
     if args.list:
         for name, m in modules.items():
             print(f"{name}: {', '.join(m['source'])} <- {', '.join(m['tests'])}")
@@ -195,7 +194,9 @@ def main() -> None:
     ).stdout.strip()
     scores = {}
     for name in args.modules or list(modules):
-        result = run(name, modules[name], args.max_children, equivalent.get(name, {}))
+        judged = HERE / "equivalent" / f"{name}.toml"
+        equivalent = tomllib.loads(judged.read_text()) if judged.exists() else {}
+        result = run(name, modules[name], args.max_children, equivalent)
         result["commit"] = commit
         result["date"] = datetime.date.today().isoformat()
         scores[name] = result
