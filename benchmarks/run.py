@@ -36,16 +36,16 @@ from rich.console import Console
 from rich.table import Table
 
 from facerecon import api
-from facerecon.objective import Objective, Term, Transforms
-from facerecon.schedules import Schedule
-from facerecon_plugins.adam import Adam
-from facerecon_plugins.l2 import L2
+from facerecon.core.schedules import Schedule
+from facerecon.engine.objective import Objective, Term, Transforms
+from facerecon_plugins.metrics.l2 import L2
 from facerecon_plugins.parameterizations.fft import Fourier
 from facerecon_plugins.parameterizations.pixels import Pixels
+from facerecon_plugins.regularizers.tv import TotalVariation
+from facerecon_plugins.solvers.adam import Adam
 from facerecon_plugins.transforms.jitter import Jitter
 from facerecon_plugins.transforms.mirror import Mirror
 from facerecon_plugins.transforms.scale import Scale
-from facerecon_plugins.tv import TotalVariation
 
 ROOT = Path(__file__).resolve().parent.parent
 # Two batches large enough that activations, not start-up (facenet's weights file peaks at
@@ -81,7 +81,7 @@ def matmul_gflops(n: int = 2048) -> float:
 def model_for(name: str):
     model = api.model(name)
     if name == "facenet":  # random weights: only the architecture's cost matters here
-        from facerecon_plugins.facenet import build_network
+        from facerecon_plugins.models.facenet import build_network
 
         model._network = build_network(model.embedding_size)
     return model
@@ -160,7 +160,11 @@ def identity_generator_cost(model, steps: int, rounds: int = 3, batch: int = 32)
     32 filters: experiments/feedforward/identity-dlib.yaml) against one compiled iterative
     step of the quickstart's recipe (fft, 4 draws) and of the paper's (pixels, TV) on the
     same batch; medians of ``rounds`` interleaved measurements in this process."""
-    from facerecon_plugins.feedforward.generator import Generator, GeneratorConfig, GeneratorParams
+    from facerecon_plugins.solvers.feedforward.generator import (
+        Generator,
+        GeneratorConfig,
+        GeneratorParams,
+    )
 
     params = GeneratorParams(kind="guided", filters=32, guide_filters=16)
     generator = Generator.build(GeneratorConfig.of(params, model), seed=0)
@@ -209,9 +213,13 @@ def feedforward_rates(
     """The feed-forward generator (random init): images per second of one-pass generation
     at batch 32 and 1 against the iterative compiled step at the same batch, and training
     steps per second against the iterative step at the training batch."""
-    from facerecon_plugins.feedforward.generator import Generator, GeneratorConfig, GeneratorParams
-    from facerecon_plugins.feedforward.sampling import EmbeddingSampler
-    from facerecon_plugins.feedforward.training import Settings, Trainer
+    from facerecon_plugins.solvers.feedforward.generator import (
+        Generator,
+        GeneratorConfig,
+        GeneratorParams,
+    )
+    from facerecon_plugins.solvers.feedforward.sampling import EmbeddingSampler
+    from facerecon_plugins.solvers.feedforward.training import Settings, Trainer
 
     config = GeneratorConfig.of(GeneratorParams(kind="embedding", filters=filters), model)
     generator = Generator.build(config, seed=0)

@@ -29,8 +29,8 @@ from rich.console import Console
 from rich.table import Table
 
 from facerecon import api
-from facerecon.context import SweepContext
-from facerecon.validation import load, validate
+from facerecon.core.context import SweepContext
+from facerecon.engine.validation import load, validate
 
 ROOT = Path(__file__).resolve().parent.parent
 console = Console()

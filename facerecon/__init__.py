@@ -1,8 +1,8 @@
 """facerecon: turn face-recognition embeddings back into face images."""
 
-from facerecon.errors import FaceReconError
-from facerecon.hookspecs import hookimpl
-from facerecon.kinds import (
+from facerecon.core.errors import FaceReconError
+from facerecon.core.hookspecs import hookimpl
+from facerecon.core.kinds import (
     Detection,
     Detector,
     FaceChip,

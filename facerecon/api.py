@@ -9,19 +9,19 @@ from typing import Any
 import numpy as np
 import pluggy
 
-from facerecon import faces
-from facerecon.context import RunResult, SweepContext
-from facerecon.errors import FaceReconError
-from facerecon.objective import forward_for
-from facerecon.plugins import Registered, plugin_manager, registry
-from facerecon.report import Report
-from facerecon.report import report as make_report
-from facerecon.runner import embed_photo, instantiate
-from facerecon.runner import run as run_spec
-from facerecon.spec import PluginRef, Spec
-from facerecon.sweep import run_sweep
-from facerecon.tracking import check_store, serve_ui
-from facerecon.validation import load
+from facerecon.core.context import RunResult, SweepContext
+from facerecon.core.errors import FaceReconError
+from facerecon.core.registry import Registered, plugin_manager, registry
+from facerecon.core.spec import PluginRef, Spec
+from facerecon.engine.objective import forward_for
+from facerecon.engine.runner import embed_photo, instantiate
+from facerecon.engine.runner import run as run_spec
+from facerecon.engine.sweep import run_sweep
+from facerecon.engine.validation import load
+from facerecon.evaluation.report import Report
+from facerecon.evaluation.report import report as make_report
+from facerecon.faces import photos as faces
+from facerecon.tracking.store import check_store, serve_ui
 
 
 def validate(*paths: str | Path) -> list[Spec]:
@@ -190,8 +190,8 @@ __all__ = [
 def generate(generator: str, embedding: str | Path | np.ndarray | None = None, **options: Any):
     """Images from a trained generator in one pass (``runs:/<run_id>/generator``); the
     options (``photo``, ``guide``, ``align``, ``output``, ``batch``) are those of
-    :func:`facerecon_plugins.feedforward.inference.generate`, which does the work."""
-    from facerecon_plugins.feedforward.inference import generate as one_pass
+    :func:`facerecon_plugins.solvers.feedforward.inference.generate`, which does the work."""
+    from facerecon_plugins.solvers.feedforward.inference import generate as one_pass
 
     return one_pass(generator, embedding, **options)
 
@@ -207,7 +207,7 @@ def evaluate(
 ):
     """Score generators against the spec's iterative solver on the spec's (held-out)
     targets with the spec's objective (paper, Table 1 and Fig. 10)."""
-    from facerecon_plugins.feedforward.evaluation import evaluate as score
+    from facerecon_plugins.solvers.feedforward.evaluation import evaluate as score
 
     spec = spec if isinstance(spec, Spec) else load(spec)
     return score(_tracked(spec, track), generators, iterative=iterative, threshold=threshold, pm=pm)
@@ -229,11 +229,11 @@ def attack(
     pm: pluggy.PluginManager | None = None,
     track: bool | None = None,
 ):
-    """Attack the spec's model on a labelled collection (:mod:`facerecon.attack`); the
+    """Attack the spec's model on a labelled collection (:mod:`facerecon.evaluation.attack`); the
     result and the folder its report went to (``output``, default
     ``evaluations/<spec name>``)."""
-    from facerecon import attack_report
-    from facerecon.attack_sweep import evaluate_attack
+    from facerecon.evaluation import attack_report
+    from facerecon.evaluation.attack_sweep import evaluate_attack
 
     spec = _tracked(spec if isinstance(spec, Spec) else load(spec), track)
     result = evaluate_attack(
@@ -248,9 +248,9 @@ def attack(
 
 def lineup(folder: str | Path, *, log: bool = True) -> tuple[list[dict[str, Any]], str | None]:
     """Score the blind line-ups of an evaluation (its ``lineup/`` folder): one row per
-    observer's answers file (:mod:`facerecon.lineup`), and the MLflow run the scores were
+    observer's answers file (:mod:`facerecon.evaluation.lineup`), and the MLflow run the scores were
     logged to (the evaluation's; None when untracked or ``log`` is false)."""
-    from facerecon import lineup as lineups
+    from facerecon.evaluation import lineup as lineups
 
     folder = Path(folder)
     rows = lineups.score_folder(folder)

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from facerecon.errors import FaceReconError
+from facerecon.core.errors import FaceReconError
 
 err = Console(stderr=True, emoji=False, highlight=False)
 
@@ -84,7 +84,7 @@ def main(ctx: click.Context) -> None:
 def run(specs: tuple[str, ...], no_track: bool) -> None:
     """Validate every SPEC, then run them one after the other (sweeps as sweeps)."""
     from facerecon import api
-    from facerecon.sweep import expand
+    from facerecon.engine.sweep import expand
 
     validated = api.validate(*specs)
     for spec in validated:
@@ -152,7 +152,7 @@ def sweep(
 def validate(specs: tuple[str, ...]) -> None:
     """Check SPEC files (every sweep variant too) without running anything."""
     from facerecon import api
-    from facerecon.sweep import expand
+    from facerecon.engine.sweep import expand
 
     for spec, path in zip(api.validate(*specs), specs, strict=True):
         variants = f", {len(expand(spec))} sweep variants" if spec.sweep else ""
@@ -254,7 +254,7 @@ def embed(photo: str, output: str, model: str, no_align: bool) -> None:
 @_friendly
 def ui(host: str, port: int) -> None:
     """Serve the MLflow UI on the run store."""
-    from facerecon.tracking import experiment_urls, serve_ui  # not api: that imports TF
+    from facerecon.tracking.store import experiment_urls, serve_ui  # not api: that imports TF
 
     base = f"http://{host}:{port}"
     err.print(f"MLflow UI on {base} (Ctrl-C to stop); experiments, in the model-training view:")
@@ -473,7 +473,8 @@ def calibrate(model: str, photos: tuple[str, ...], output: str | None) -> None:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from facerecon import api, calibration
+    from facerecon import api
+    from facerecon.judges import calibration
 
     face_model = api.model(model)
     collection = calibration.collect(photos)

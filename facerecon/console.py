@@ -8,10 +8,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from facerecon import judging
-from facerecon.context import RunContext
-from facerecon.hookspecs import hookimpl
-from facerecon.kinds import StepInfo
+from facerecon.core.context import RunContext
+from facerecon.core.hookspecs import hookimpl
+from facerecon.core.kinds import StepInfo
+from facerecon.judges import scoring as judging
 
 
 class ConsoleReporter:

@@ -9,7 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import pytest
 
 from facerecon import hookimpl
-from facerecon.plugins import failures, plugin_manager
+from facerecon.core.registry import failures, plugin_manager
 
 from . import tiny_model
 from .entry_points import ROOT, plugin_site

@@ -9,8 +9,8 @@ import numpy as np
 import skimage.io
 
 from facerecon import api
-from facerecon.spec import Spec
-from facerecon.sweep import expand
+from facerecon.core.spec import Spec
+from facerecon.engine.sweep import expand
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 SPECS = sorted(EXPERIMENTS.rglob("*.yaml"))

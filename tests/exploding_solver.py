@@ -11,7 +11,7 @@ import os
 from pydantic import Field
 
 from facerecon import hookimpl
-from facerecon_plugins.adam import Adam
+from facerecon_plugins.solvers.adam import Adam
 
 
 class Exploding(Adam):

@@ -15,12 +15,14 @@ import skimage.io
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
-from facerecon import api, attack, faces, hookimpl
+from facerecon import api, hookimpl
 from facerecon.cli import main
-from facerecon.errors import FaceReconError
-from facerecon.executors import local
-from facerecon.plugins import plugin_manager
-from facerecon.validation import validate
+from facerecon.core.errors import FaceReconError
+from facerecon.core.registry import plugin_manager
+from facerecon.engine.executors import local
+from facerecon.engine.validation import validate
+from facerecon.evaluation import attack
+from facerecon.faces import photos as faces
 
 from .tiny_model import TinyModel
 
@@ -233,7 +235,7 @@ def test_an_interrupted_attack_keeps_what_finished_and_the_next_run_resumes(
 
 
 def test_the_line_up_shows_each_method_above_the_other_photos_of_its_people(tmp_path, store):
-    from facerecon import lineup
+    from facerecon.evaluation import lineup
 
     root = tmp_path / "two"
     _write(root, {"a": ["builtin:obama/1", "builtin:obama/2"], "b": ["builtin:radar/0",

@@ -14,10 +14,11 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.server import get_app_client
 
-from facerecon import api, tracking
-from facerecon.errors import FaceReconError
-from facerecon.executors.ray import RayExecutor
-from facerecon.validation import validate
+from facerecon import api
+from facerecon.core.errors import FaceReconError
+from facerecon.engine.executors.ray import RayExecutor
+from facerecon.engine.validation import validate
+from facerecon.tracking import store as tracking
 
 from .servers import free_port, serving
 

@@ -16,9 +16,11 @@ import pytest
 import skimage.io
 from click.testing import CliRunner
 
-from facerecon import calibration, datasets, faces
 from facerecon.cli import main
-from facerecon.errors import FaceReconError
+from facerecon.core.errors import FaceReconError
+from facerecon.faces import datasets
+from facerecon.faces import photos as faces
+from facerecon.judges import calibration
 
 from . import tiny_model
 
@@ -139,7 +141,7 @@ def test_load_thresholds_without_a_file_or_with_a_broken_one(tmp_path) -> None:
 
 
 def test_dlib_resnet_loads_its_calibrated_thresholds() -> None:
-    from facerecon_plugins.dlib_resnet.model import DlibResnet
+    from facerecon_plugins.models.dlib_resnet.model import DlibResnet
 
     assert set(DlibResnet.thresholds) == {"1e-2", "1e-3"}
     assert 0 < DlibResnet.thresholds["1e-2"] < DlibResnet.thresholds["1e-3"] < 1

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from facerecon import hookspecs
+from facerecon.core import hookspecs
 
 ROOT = Path(__file__).resolve().parent.parent
 HOOKS = [

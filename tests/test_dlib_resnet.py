@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facerecon.errors import FaceReconError
-from facerecon_plugins.dlib_resnet import DlibResnet, network, register_models
-from facerecon_plugins.dlib_resnet import model as dlib_model
-from facerecon_plugins.dlib_resnet.align import to_rgb_uint8
-from facerecon_plugins.dlib_resnet.reader import read_dlib_net
+from facerecon.core.errors import FaceReconError
+from facerecon_plugins.models.dlib_resnet import DlibResnet, network, register_models
+from facerecon_plugins.models.dlib_resnet import model as dlib_model
+from facerecon_plugins.models.dlib_resnet.align import to_rgb_uint8
+from facerecon_plugins.models.dlib_resnet.reader import read_dlib_net
 
 dlib = pytest.importorskip("dlib")
 

@@ -21,7 +21,7 @@ import skimage.transform
 
 from facerecon import FaceReconError
 from facerecon_plugins import facenet
-from facerecon_plugins.facenet import FaceNet
+from facerecon_plugins.models.facenet import FaceNet
 
 KEY = "20180402-114759"
 

@@ -18,11 +18,11 @@ import pytest
 import skimage.io
 import skimage.transform
 
-from facerecon.cache import cache_dir
-from facerecon.errors import FaceReconError
-from facerecon.faces import as_rgb, read_image
-from facerecon_plugins.faceres import Faceres, align, fetch
-from facerecon_plugins.faceres.align import CHIP_FACE_BOX, _dlib_models, five_points
+from facerecon.core.cache import cache_dir
+from facerecon.core.errors import FaceReconError
+from facerecon.faces.photos import as_rgb, read_image
+from facerecon_plugins.models.faceres import Faceres, align, fetch
+from facerecon_plugins.models.faceres.align import CHIP_FACE_BOX, _dlib_models, five_points
 
 dlib = pytest.importorskip("dlib")
 
@@ -100,7 +100,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_registered_through_the_entry_point():
-    from facerecon.plugins import registry
+    from facerecon.core.registry import registry
 
     entry = registry().by_kind["model"]["faceres"]
     assert entry.cls is Faceres and entry.distribution == "facerecon"
@@ -180,7 +180,7 @@ def test_weights_folder_from_param_or_environment(
 
 
 def test_network_is_the_graph_behind_bgr_mean_preprocessing(face_model: Faceres, net):
-    from facerecon.tfjs import load_graph_model
+    from facerecon.graphs.tfjs import load_graph_model
 
     images = np.random.default_rng(3).uniform(0, 1, (2, 224, 224, 3)).astype(np.float32)
     graph = load_graph_model(face_model.weights_path(), ["global_pooling/Mean"])
@@ -289,7 +289,7 @@ def test_same_person_beats_different_people(face_model: Faceres, net, people):
 
 
 def _dlib_chips() -> list[np.ndarray]:
-    from facerecon_plugins.dlib_resnet import DlibResnet
+    from facerecon_plugins.models.dlib_resnet import DlibResnet
 
     photos = [read_image("builtin:astronaut"), read_image("builtin:grace-hopper")]
     photos += [skimage.transform.rotate(p, 10, mode="edge") for p in photos]

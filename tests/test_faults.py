@@ -20,10 +20,12 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from facerecon import api, runner, tracking
+from facerecon import api
 from facerecon.cli import main
-from facerecon.errors import FaceReconError
-from facerecon.validation import validate
+from facerecon.core.errors import FaceReconError
+from facerecon.engine import runner
+from facerecon.engine.validation import validate
+from facerecon.tracking import store as tracking
 from facerecon_plugins import mlflow_tracking
 
 from .servers import free_port

@@ -15,21 +15,22 @@ import yaml
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
-from facerecon import api, faces, hookimpl
+from facerecon import api, hookimpl
 from facerecon.cli import main
-from facerecon.errors import FaceReconError
-from facerecon.plugins import plugin_manager
-from facerecon.validation import validate
-from facerecon_plugins.feedforward import store
-from facerecon_plugins.feedforward.frames import pose_sequence, write_frames
-from facerecon_plugins.feedforward.generator import (
+from facerecon.core.errors import FaceReconError
+from facerecon.core.registry import plugin_manager
+from facerecon.engine.validation import validate
+from facerecon.faces import photos as faces
+from facerecon_plugins.solvers.feedforward import store
+from facerecon_plugins.solvers.feedforward.frames import pose_sequence, write_frames
+from facerecon_plugins.solvers.feedforward.generator import (
     Generator,
     GeneratorConfig,
     smooth_kernel,
 )
-from facerecon_plugins.feedforward.inference import generate
-from facerecon_plugins.feedforward.sampling import EmbeddingSampler
-from facerecon_plugins.feedforward.training import phases
+from facerecon_plugins.solvers.feedforward.inference import generate
+from facerecon_plugins.solvers.feedforward.sampling import EmbeddingSampler
+from facerecon_plugins.solvers.feedforward.training import phases
 
 from . import tiny_model
 from .experiments import validated
@@ -616,7 +617,7 @@ def nearest_guides(model, templates, k, below):
 def test_a_generator_with_nearest_guides_trains_and_generates_on_them(
     tmp_path, store, calibrated, monkeypatch
 ):
-    from facerecon.neighbours import Strangers
+    from facerecon.faces.neighbours import Strangers
 
     monkeypatch.setenv("FACERECON_CACHE_DIR", str(tmp_path / "cache"))
     seen = []
@@ -691,7 +692,7 @@ def test_a_generator_with_nearest_guides_trains_and_generates_on_them(
 def test_a_generator_trained_on_photos_is_held_to_the_photo_of_each_template(
     tmp_path, store, monkeypatch
 ):
-    from facerecon_plugins.feedforward.sampling import PhotoSampler
+    from facerecon_plugins.solvers.feedforward.sampling import PhotoSampler
 
     drawn = []
     draw = PhotoSampler.draw

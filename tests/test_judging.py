@@ -16,9 +16,9 @@ from mlflow import MlflowClient
 
 from facerecon import Detection, Detector, api, hookimpl
 from facerecon.cli import main
-from facerecon.faces import resize
-from facerecon.plugins import plugin_manager
-from facerecon.validation import validate
+from facerecon.core.registry import plugin_manager
+from facerecon.engine.validation import validate
+from facerecon.faces.photos import resize
 
 from .tiny_model import TinyModel
 
@@ -166,9 +166,9 @@ def test_scores_match_numpy_and_land_in_mlflow(tmp_path, store, judges):
 
 
 def test_the_default_judges_are_the_available_calibrated_models(judges):
-    from facerecon.judging import judge_names
-    from facerecon.plugins import registry
-    from facerecon.validation import validate
+    from facerecon.core.registry import registry
+    from facerecon.engine.validation import validate
+    from facerecon.judges.scoring import judge_names
 
     reg = registry()
     chosen, skipped = judge_names(
@@ -267,7 +267,7 @@ def test_impostor_rank_counts_other_peoples_photos_scoring_as_high(tmp_path, sto
 
 
 def test_a_collections_mean_face_is_cached_and_matches_numpy(tmp_path, monkeypatch):
-    from facerecon import faces
+    from facerecon.faces import photos as faces
 
     monkeypatch.setenv("FACERECON_CACHE_DIR", str(tmp_path / "cache"))
     model = TinyModel()

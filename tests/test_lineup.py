@@ -12,9 +12,9 @@ import pytest
 import skimage.io
 from click.testing import CliRunner
 
-from facerecon import lineup
 from facerecon.cli import main
-from facerecon.errors import FaceReconError
+from facerecon.core.errors import FaceReconError
+from facerecon.evaluation import lineup
 
 
 def _solid(value: float) -> np.ndarray:

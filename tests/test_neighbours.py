@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facerecon import faces
-from facerecon.errors import FaceReconError
-from facerecon.neighbours import nearest
-from facerecon.runner import prepare
-from facerecon.validation import validate
+from facerecon.core.errors import FaceReconError
+from facerecon.engine.runner import prepare
+from facerecon.engine.validation import validate
+from facerecon.faces import photos as faces
+from facerecon.faces.neighbours import nearest
 
 
 def brute_force(template, rows, k, below):

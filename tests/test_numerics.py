@@ -8,18 +8,18 @@ import scipy.ndimage
 import skimage.io
 import tensorflow as tf
 
-from facerecon import pyramid
-from facerecon.errors import FaceReconError
-from facerecon.faces import as_rgb, read_photo
-from facerecon.kinds import PrepareContext
-from facerecon.schedules import Schedule
-from facerecon_plugins.dot import Dot
-from facerecon_plugins.gaussian import GaussianPrior
-from facerecon_plugins.guide import Guide
-from facerecon_plugins.l2 import L2
-from facerecon_plugins.laplacian import LaplacianPyramid
-from facerecon_plugins.mirror import Mirror
-from facerecon_plugins.tv import TotalVariation
+from facerecon.core.errors import FaceReconError
+from facerecon.core.kinds import PrepareContext
+from facerecon.core.schedules import Schedule
+from facerecon.faces.photos import as_rgb, read_photo
+from facerecon.ops import pyramid
+from facerecon_plugins.metrics.dot import Dot
+from facerecon_plugins.metrics.l2 import L2
+from facerecon_plugins.regularizers.gaussian import GaussianPrior
+from facerecon_plugins.regularizers.guide import Guide
+from facerecon_plugins.regularizers.laplacian import LaplacianPyramid
+from facerecon_plugins.regularizers.mirror import Mirror
+from facerecon_plugins.regularizers.tv import TotalVariation
 
 rng = np.random.default_rng(0)
 

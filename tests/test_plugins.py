@@ -11,11 +11,11 @@ import pluggy
 import pytest
 from click.testing import CliRunner
 
-from facerecon import hookspecs
 from facerecon.cli import main
-from facerecon.errors import FaceReconError
-from facerecon.plugins import PluginLoadWarning, failures, plugin_manager, registry
-from facerecon.validation import validate
+from facerecon.core import hookspecs
+from facerecon.core.errors import FaceReconError
+from facerecon.core.registry import PluginLoadWarning, failures, plugin_manager, registry
+from facerecon.engine.validation import validate
 
 from . import tiny_model
 
@@ -28,7 +28,7 @@ import numpy as np
 from facerecon import (
     Detection, Detector, Metric, Parameterization, Params, Regularizer, Transform, hookimpl
 )
-from facerecon.iterative import IterativeSolver
+from facerecon.engine.iterative import IterativeSolver
 
 
 class Brightness(Regularizer):

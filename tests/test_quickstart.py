@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from facerecon import api, faces
-from facerecon.plugins import registry
-from facerecon.runner import instantiate
-from facerecon.spec import PluginRef
-from facerecon.validation import load
-from facerecon_plugins.faceres.model import Faceres
+from facerecon import api
+from facerecon.core.registry import registry
+from facerecon.core.spec import PluginRef
+from facerecon.engine.runner import instantiate
+from facerecon.engine.validation import load
+from facerecon.faces import photos as faces
+from facerecon_plugins.models.faceres.model import Faceres
 
 from .servers import free_port, serving
 

@@ -19,8 +19,8 @@ import yaml
 from mlflow import MlflowClient
 
 from facerecon import api
-from facerecon.errors import FaceReconError
-from facerecon.validation import validate
+from facerecon.core.errors import FaceReconError
+from facerecon.engine.validation import validate
 
 from .entry_points import ROOT, plugin_site
 
@@ -194,7 +194,7 @@ def test_resources_are_validated_with_their_key_path():
 
 
 def test_an_unreachable_cluster_is_one_line_with_its_root_cause():
-    from facerecon.executors.ray import _reason
+    from facerecon.engine.executors.ray import _reason
 
     try:
         try:

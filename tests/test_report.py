@@ -10,8 +10,8 @@ from mlflow import MlflowClient
 
 from facerecon import api
 from facerecon.cli import main
-from facerecon.errors import FaceReconError
-from facerecon.validation import validate
+from facerecon.core.errors import FaceReconError
+from facerecon.engine.validation import validate
 
 SPEC = {
     "name": "rep",

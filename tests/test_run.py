@@ -13,8 +13,8 @@ from mlflow import MlflowClient
 
 from facerecon import api, hookimpl
 from facerecon.cli import main
-from facerecon.plugins import plugin_manager
-from facerecon.validation import validate
+from facerecon.core.registry import plugin_manager
+from facerecon.engine.validation import validate
 
 SPEC = {
     "name": "e2e",
@@ -219,7 +219,7 @@ def test_embedding_targets_and_their_checks(tmp_path):
         result.terms["distance"], np.linalg.norm(mine - goal, axis=1), rtol=1e-4, atol=1e-5
     )
     np.testing.assert_allclose(result.terms["cosine"], (mine * goal).sum(1), atol=1e-5)
-    from facerecon.errors import FaceReconError
+    from facerecon.core.errors import FaceReconError
 
     for target, message in [
         (
@@ -270,7 +270,7 @@ def test_cli_validate_layers_embed(tmp_path):
 
 
 def test_restarts_from_one_start_image_are_not_identical_copies():
-    from facerecon.runner import prepare
+    from facerecon.engine.runner import prepare
 
     spec = validate(
         {**SPEC, "targets": SPEC["targets"][:1], "restarts": 3, "tracking": {"enabled": False}}
@@ -291,7 +291,7 @@ def test_restarts_from_one_start_image_are_not_identical_copies():
 
 def test_run_says_which_face_of_a_photo_it_used(tmp_path, store, monkeypatch):
     from facerecon import FaceChip
-    from facerecon.faces import resize
+    from facerecon.faces.photos import resize
 
     from .tiny_model import TinyModel
 

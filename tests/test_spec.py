@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from facerecon import datasets
-from facerecon.errors import FaceReconError
-from facerecon.validation import load, validate
+from facerecon.core.errors import FaceReconError
+from facerecon.engine.validation import load, validate
+from facerecon.faces import datasets
 
 from .experiments import EXPERIMENTS, SPECS, validated
 

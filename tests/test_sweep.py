@@ -8,10 +8,10 @@ import pytest
 from mlflow import MlflowClient
 
 from facerecon import api, hookimpl
-from facerecon.errors import FaceReconError
-from facerecon.plugins import failures, plugin_manager
-from facerecon.sweep import expand
-from facerecon.validation import validate
+from facerecon.core.errors import FaceReconError
+from facerecon.core.registry import failures, plugin_manager
+from facerecon.engine.sweep import expand
+from facerecon.engine.validation import validate
 
 from .entry_points import plugin_site
 
@@ -186,7 +186,7 @@ def test_a_runtime_started_here_leaves_no_variables_behind(monkeypatch):
     # (a worker pool, another Ray runtime) would inherit them
     import ray
 
-    from facerecon.executors.ray import RayExecutor
+    from facerecon.engine.executors.ray import RayExecutor
 
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     before = dict(os.environ)

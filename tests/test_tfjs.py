@@ -12,8 +12,8 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from facerecon.errors import FaceReconError  # noqa: E402
-from facerecon.tfjs import GraphLayer, chain, load_graph_model  # noqa: E402
+from facerecon.core.errors import FaceReconError  # noqa: E402
+from facerecon.graphs.tfjs import GraphLayer, chain, load_graph_model  # noqa: E402
 
 RNG = np.random.default_rng(7)
 

@@ -13,8 +13,8 @@ import pytest
 from mlflow import MlflowClient
 
 from facerecon import api
-from facerecon.validation import validate
-from facerecon_plugins.feedforward import store as generators
+from facerecon.engine.validation import validate
+from facerecon_plugins.solvers.feedforward import store as generators
 
 from .servers import free_port, serving
 

@@ -24,11 +24,12 @@ from pathlib import Path
 
 import pytest
 
-from facerecon import api, tracking
-from facerecon.plugins import plugin_manager
-from facerecon.tracking import TRAINING_VIEW
-from facerecon.validation import validate
-from facerecon_plugins.mlflow_tracking import _experiment_id
+from facerecon import api
+from facerecon.core.registry import plugin_manager
+from facerecon.engine.validation import validate
+from facerecon.tracking import store as tracking
+from facerecon.tracking.store import TRAINING_VIEW
+from facerecon_plugins.lifecycle.mlflow_tracking import _experiment_id
 
 from . import tiny_model
 from .servers import Server, free_port, serving

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from facerecon import FaceChip, FaceModel, hookimpl
-from facerecon.faces import resize
+from facerecon.faces.photos import resize
 
 
 class TinyModel(FaceModel):

@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import Field
 
 from facerecon import Detection, Detector, Params, hookimpl
-from facerecon.faces import as_rgb
+from facerecon.faces.photos import as_rgb
 
 
 @cache

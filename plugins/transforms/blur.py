@@ -7,7 +7,7 @@ import tensorflow as tf
 from pydantic import Field
 
 from facerecon import Params, Transform, hookimpl
-from facerecon.warp import uniform
+from facerecon.ops.warp import uniform
 
 
 class Blur(Transform):

@@ -6,7 +6,7 @@ import tensorflow as tf
 from pydantic import Field
 
 from facerecon import Params, Transform, hookimpl
-from facerecon.warp import affine, uniform
+from facerecon.ops.warp import affine, uniform
 
 
 class Jitter(Transform):

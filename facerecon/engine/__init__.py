@@ -1,0 +1,1 @@
+"""Running specs: validation, the objective, the runner, sweeps, executors."""

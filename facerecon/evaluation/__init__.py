@@ -1,0 +1,1 @@
+"""The attack protocol, blind line-ups and reports."""

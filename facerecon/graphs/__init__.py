@@ -1,0 +1,1 @@
+"""Readers of model formats, rebuilt as differentiable TensorFlow graphs."""

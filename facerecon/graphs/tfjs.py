@@ -1,0 +1,409 @@
+"""Reader for TensorFlow.js graph models, rebuilt with TensorFlow ops so gradients reach the input.
+
+A graph model is a ``model.json`` (a GraphDef as JSON plus a weights manifest) and binary
+weight shards. :func:`load_graph_model` reads and checks both; :meth:`GraphModel.run`
+evaluates only the nodes the requested outputs need; :class:`GraphLayer` wraps a stretch of
+the graph as a Keras layer, so a functional ``keras.Model`` can expose intermediate nodes.
+Weights are constants: nothing here is trainable.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from facerecon.core.errors import FaceReconError
+
+_PLAIN = {"float32": "<f4", "int32": "<i4", "bool": "?"}  # unquantized dtypes, as stored
+_TARGETS = {"float32": np.float32, "int32": np.int32, "bool": np.bool_}
+_QUANTIZED = {"float16": np.float16, "uint8": np.uint8, "uint16": np.uint16}
+_UNARY: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
+    "Identity": tf.identity,
+    "Relu": tf.nn.relu,
+    "Relu6": tf.nn.relu6,
+    "Elu": tf.nn.elu,
+    "Sigmoid": tf.sigmoid,
+    "Tanh": tf.tanh,
+    "Softmax": tf.nn.softmax,
+    "Abs": tf.abs,
+    "Neg": tf.negative,
+    "Square": tf.square,
+    "Sqrt": tf.sqrt,
+    "Rsqrt": tf.math.rsqrt,
+    "Exp": tf.exp,
+}
+_BINARY: dict[str, Callable[[tf.Tensor, tf.Tensor], tf.Tensor]] = {
+    "Add": tf.add,
+    "AddV2": tf.add,
+    "Sub": tf.subtract,
+    "Mul": tf.multiply,
+    "RealDiv": tf.divide,
+    "Minimum": tf.minimum,
+    "Maximum": tf.maximum,
+}
+# What a fused op may apply after its main op; BiasAdd and Prelu each take the next input.
+_FUSED_STEPS = frozenset({"BiasAdd", "Prelu", "Relu", "Relu6", "Elu", "Sigmoid", "LeakyRelu"})
+_STRUCTURAL = (
+    "Placeholder", "Const", "Conv2D", "DepthwiseConv2dNative", "_FusedConv2D",
+    "FusedDepthwiseConv2dNative", "MatMul", "_FusedMatMul", "BiasAdd", "Mean", "Sum",
+    "Reshape", "Squeeze", "Pad", "LeakyRelu", "Prelu", "AvgPool", "MaxPool", "ConcatV2",
+)  # fmt: skip
+SUPPORTED_OPS: frozenset[str] = frozenset((*_UNARY, *_BINARY, *_STRUCTURAL))
+
+
+@dataclass(frozen=True)
+class Node:
+    """One GraphDef node: data inputs are node names (control inputs are dropped)."""
+
+    name: str
+    op: str
+    inputs: tuple[str, ...]
+    attr: Mapping[str, Any]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The decoded attribute ``key`` (strings from base64, ints from text)."""
+        value = self.attr.get(key)
+        return default if value is None else _decode_attr(value)
+
+
+def _decode_attr(value: Mapping[str, Any]) -> Any:
+    if "list" in value:
+        items = value["list"]
+        if "s" in items:
+            return [base64.b64decode(s).decode() for s in items["s"]]
+        if "i" in items:
+            return [int(i) for i in items["i"]]
+        if "f" in items:
+            return [float(f) for f in items["f"]]
+        return []
+    if "s" in value:
+        return base64.b64decode(value["s"]).decode()
+    if "i" in value:
+        return int(value["i"])
+    if "f" in value:
+        return float(value["f"])
+    if "b" in value:
+        return bool(value["b"])
+    return value
+
+
+@dataclass
+class GraphModel:
+    """A TF.js graph model: its nodes, its decoded weights and where it came from."""
+
+    source: Path
+    nodes: dict[str, Node]
+    weights: dict[str, np.ndarray]
+    _constants: dict[str, tf.Tensor] = field(default_factory=dict, repr=False)
+
+    def order(self, outputs: Sequence[str], feeds: Sequence[str] = ()) -> list[str]:
+        """The nodes needed for ``outputs`` given ``feeds``, inputs before their users."""
+        for name in (*outputs, *feeds):
+            if name not in self.nodes:
+                raise FaceReconError(f"{self.source}: the graph has no node {name!r}")
+        done: set[str] = set(feeds)
+        ordered: list[str] = []
+        # Iterative depth-first search: deep graphs would overflow Python's recursion limit.
+        stack: list[tuple[str, bool]] = [(name, False) for name in reversed(outputs)]
+        while stack:
+            name, expanded = stack.pop()
+            if name in done:
+                continue
+            if expanded:
+                done.add(name)
+                ordered.append(name)
+                continue
+            stack.append((name, True))
+            stack.extend((i, False) for i in reversed(self.nodes[name].inputs) if i not in done)
+        return ordered
+
+    def check(self, names: Sequence[str]) -> None:
+        """Fail with one line on the first node whose op (or fused step) is not supported."""
+        for name in names:
+            node = self.nodes[name]
+            if node.op not in SUPPORTED_OPS:
+                raise FaceReconError(
+                    f"{self.source}: node {name!r} uses op {node.op!r}, which facerecon's "
+                    f"TF.js reader does not support (supported: {', '.join(sorted(SUPPORTED_OPS))})"
+                )
+            for step in node.get("fused_ops", []):
+                if step not in _FUSED_STEPS:
+                    raise FaceReconError(
+                        f"{self.source}: node {name!r} ({node.op}) fuses {step!r}, which "
+                        f"facerecon's TF.js reader does not support "
+                        f"(supported: {', '.join(sorted(_FUSED_STEPS))})"
+                    )
+            for source in node.inputs:
+                if source not in self.nodes:
+                    raise FaceReconError(
+                        f"{self.source}: node {name!r} reads {source!r}, which is not in the graph"
+                    )
+            if node.op == "Const" and name not in self.weights:
+                raise FaceReconError(
+                    f"{self.source}: constant {name!r} has no entry in the weights manifest"
+                )
+
+    def constant(self, name: str) -> tf.Tensor:
+        """The weight ``name`` as an eager constant, made once and shared by every trace."""
+        if name not in self._constants:
+            # Eager even when first asked for inside a tf.function or a Keras trace.
+            with tf.init_scope():
+                self._constants[name] = tf.constant(self.weights[name])
+        return self._constants[name]
+
+    def run(self, feeds: Mapping[str, tf.Tensor], outputs: Sequence[str]) -> list[tf.Tensor]:
+        """Evaluate ``outputs`` with ``feeds`` standing in for the nodes they name."""
+        order = self.order(outputs, tuple(feeds))
+        self.check(order)
+        values: dict[str, tf.Tensor] = dict(feeds)
+        for name in order:
+            node = self.nodes[name]
+            if node.op == "Placeholder":
+                raise FaceReconError(
+                    f"{self.source}: computing {', '.join(outputs)} needs input {name!r}, "
+                    "which is not fed"
+                )
+            if node.op == "Const":
+                values[name] = self.constant(name)
+                continue
+            args = [values[i] for i in node.inputs]
+            values[name] = _apply(node, args, self._static)
+        return [values[name] for name in outputs]
+
+    def _static(self, name: str) -> np.ndarray | None:
+        # Shapes, axes and paddings as numpy, so Keras and tf.function keep static shapes.
+        return self.weights.get(name) if self.nodes[name].op == "Const" else None
+
+
+def _apply(
+    node: Node, args: list[tf.Tensor], static: Callable[[str], np.ndarray | None]
+) -> tf.Tensor:
+    """One node's value from its inputs' values."""
+    op = node.op
+    if op in _UNARY:
+        return _UNARY[op](args[0])
+    if op in _BINARY:
+        return _BINARY[op](args[0], args[1])
+
+    def arg(i: int) -> Any:
+        value = static(node.inputs[i])
+        return args[i] if value is None else value
+
+    if op in ("Conv2D", "_FusedConv2D"):
+        out = tf.raw_ops.Conv2D(input=args[0], filter=args[1], **_conv_attrs(node))
+        return _fused(node, out, args[2:])
+    if op in ("DepthwiseConv2dNative", "FusedDepthwiseConv2dNative"):
+        out = tf.raw_ops.DepthwiseConv2dNative(input=args[0], filter=args[1], **_conv_attrs(node))
+        return _fused(node, out, args[2:])
+    if op in ("MatMul", "_FusedMatMul"):
+        out = tf.linalg.matmul(
+            args[0],
+            args[1],
+            transpose_a=node.get("transpose_a", False),
+            transpose_b=node.get("transpose_b", False),
+        )
+        return _fused(node, out, args[2:])
+    if op == "BiasAdd":
+        return tf.nn.bias_add(args[0], args[1], data_format=_bias_format(node))
+    if op == "LeakyRelu":
+        return tf.nn.leaky_relu(args[0], alpha=node.get("alpha", 0.2))
+    if op == "Prelu":
+        return _prelu(args[0], args[1])
+    if op in ("Mean", "Sum"):
+        reduce = tf.reduce_mean if op == "Mean" else tf.reduce_sum
+        return reduce(args[0], axis=arg(1), keepdims=node.get("keep_dims", False))
+    if op == "Reshape":
+        return tf.reshape(args[0], arg(1))
+    if op == "Squeeze":
+        return tf.squeeze(args[0], axis=node.get("squeeze_dims") or None)
+    if op == "Pad":
+        return tf.pad(args[0], arg(1))
+    if op == "ConcatV2":
+        return tf.concat(args[:-1], axis=int(arg(len(args) - 1)))
+    if op in ("AvgPool", "MaxPool"):
+        pool = tf.nn.avg_pool if op == "AvgPool" else tf.nn.max_pool
+        return pool(
+            args[0],
+            ksize=node.get("ksize"),
+            strides=node.get("strides"),
+            padding=node.get("padding"),
+            data_format=node.get("data_format", "NHWC"),
+        )
+    raise AssertionError(f"op {op} passed the check but has no implementation")
+
+
+def _conv_attrs(node: Node) -> dict[str, Any]:
+    return {
+        "strides": node.get("strides"),
+        "padding": node.get("padding"),
+        "explicit_paddings": node.get("explicit_paddings", []),
+        "data_format": node.get("data_format", "NHWC"),
+        "dilations": node.get("dilations", [1, 1, 1, 1]),
+    }
+
+
+def _bias_format(node: Node) -> str:
+    return "NCHW" if node.get("data_format", "NHWC") == "NCHW" else "NHWC"
+
+
+def _prelu(x: tf.Tensor, alpha: tf.Tensor) -> tf.Tensor:
+    return tf.nn.relu(x) - alpha * tf.nn.relu(-x)
+
+
+def _fused(node: Node, x: tf.Tensor, extra: list[tf.Tensor]) -> tf.Tensor:
+    """Apply a fused op's ``fused_ops`` in order, each taking its extra inputs in turn."""
+    for step in node.get("fused_ops", []):
+        if step == "BiasAdd":
+            x = tf.nn.bias_add(x, extra.pop(0), data_format=_bias_format(node))
+        elif step == "Prelu":
+            x = _prelu(x, extra.pop(0))
+        elif step == "LeakyRelu":
+            x = tf.nn.leaky_relu(x, alpha=node.get("leakyrelu_alpha", 0.2))
+        else:
+            x = _UNARY[step](x)
+    return x
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        model = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FaceReconError(f"TF.js model file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise FaceReconError(f"cannot read TF.js model file {path}: {error}") from None
+    if not isinstance(model, dict) or "modelTopology" not in model:
+        raise FaceReconError(f"{path} is not a TF.js graph model (no modelTopology)")
+    return model
+
+
+def _read_weights(path: Path, manifest: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Decode every weight group: a group's shards are one buffer, read in manifest order."""
+    weights: dict[str, np.ndarray] = {}
+    for group in manifest:
+        shards = [path.parent / shard for shard in group["paths"]]
+        chunks = []
+        for shard in shards:
+            try:
+                chunks.append(shard.read_bytes())
+            except FileNotFoundError:
+                raise FaceReconError(
+                    f"{path}: weight shard {shard} does not exist (download it next to the model)"
+                ) from None
+            except OSError as error:
+                raise FaceReconError(
+                    f"cannot read weight shard {shard}: {error.strerror}"
+                ) from None
+        buffer = b"".join(chunks)
+        offset = 0
+        for spec in group["weights"]:
+            array, offset = _decode_weight(spec, buffer, offset, shards[-1])
+            weights[spec["name"]] = array
+        if offset != len(buffer):
+            names = ", ".join(str(s) for s in shards)
+            raise FaceReconError(
+                f"weight shard {names} holds {len(buffer)} bytes but {path} describes {offset}"
+            )
+    return weights
+
+
+def _decode_weight(
+    spec: Mapping[str, Any], buffer: bytes, offset: int, shard: Path
+) -> tuple[np.ndarray, int]:
+    """One weight from ``buffer`` at ``offset``; returns it and the offset after it."""
+    name, dtype = spec["name"], spec["dtype"]
+    shape = tuple(int(d) for d in spec["shape"])
+    count = int(np.prod(shape, dtype=np.int64))
+    quantization = spec.get("quantization")
+    target = _TARGETS.get(dtype)
+    if target is None:
+        raise FaceReconError(f"weight {name!r} has dtype {dtype!r}, which is not supported")
+    if quantization:
+        kind = quantization.get("dtype")
+        if kind not in _QUANTIZED:
+            raise FaceReconError(
+                f"weight {name!r} is quantized as {kind!r}, which facerecon's TF.js reader "
+                f"does not support (supported: {', '.join(_QUANTIZED)})"
+            )
+        stored = np.dtype(_QUANTIZED[kind]).newbyteorder("<")
+    else:
+        stored = np.dtype(_PLAIN[dtype])
+    end = offset + count * stored.itemsize
+    if end > len(buffer):
+        raise FaceReconError(
+            f"weight shard {shard} is too short: weight {name!r} needs bytes {offset}..{end}, "
+            f"the shards hold {len(buffer)}"
+        )
+    values = np.frombuffer(buffer, dtype=stored, count=count, offset=offset)
+    if quantization and quantization["dtype"] != "float16":
+        scale, low = np.float32(quantization["scale"]), np.float32(quantization["min"])
+        values = values.astype(np.float32) * scale + low
+    if target is np.int32 and values.dtype.kind == "f":
+        values = np.round(values)
+    return values.astype(target).reshape(shape), end
+
+
+def load_graph_model(path: str | Path, outputs: Sequence[str] | None = None) -> GraphModel:
+    """Read ``model.json`` and its shards; check every op ``outputs`` need (all if None)."""
+    path = Path(path)
+    model = _read_json(path)
+    if model.get("format", "graph-model") != "graph-model":
+        raise FaceReconError(f"{path} is a TF.js {model['format']!r}, not a graph-model")
+    nodes: dict[str, Node] = {}
+    for raw in model["modelTopology"].get("node", []):
+        inputs = []
+        for source in raw.get("input", []):
+            if source.startswith("^"):
+                continue  # control dependencies order side effects; a pure graph has none
+            base, _, index = source.partition(":")
+            if index not in ("", "0"):
+                raise FaceReconError(
+                    f"{path}: node {raw['name']!r} reads output {index} of {base!r}; only "
+                    "single-output ops are supported"
+                )
+            inputs.append(base)
+        nodes[raw["name"]] = Node(raw["name"], raw["op"], tuple(inputs), raw.get("attr", {}))
+    graph = GraphModel(path, nodes, _read_weights(path, model.get("weightsManifest", [])))
+    graph.check(graph.order(outputs) if outputs is not None else list(nodes))
+    return graph
+
+
+class GraphLayer(keras.layers.Layer):
+    """The stretch of a graph from node ``feed`` (the layer's input) to node ``output``.
+
+    Chaining layers whose feed is the previous output makes each cut a named Keras layer; a
+    stretch that needs a node before its feed (a skip connection across a cut) fails to build.
+    """
+
+    def __init__(self, graph: GraphModel, feed: str, output: str, **kwargs: Any) -> None:
+        super().__init__(trainable=False, **kwargs)
+        self.graph, self.feed, self.output_node = graph, feed, output
+        order = graph.order([output], [feed])
+        graph.check(order)
+        unfed = [name for name in order if graph.nodes[name].op == "Placeholder"]
+        if unfed:
+            raise FaceReconError(
+                f"{graph.source}: {output!r} depends on input {unfed[0]!r}, not only on {feed!r}"
+            )
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        (out,) = self.graph.run({self.feed: inputs}, [self.output_node])
+        return out
+
+
+def chain(
+    graph: GraphModel, x: keras.KerasTensor, feed: str, stops: Sequence[tuple[str, str]]
+) -> keras.KerasTensor:
+    """Run ``x`` (standing in for node ``feed``) through ``graph``: one :class:`GraphLayer`
+    per ``(layer name, node)`` stop, in order, so every stop is a named Keras layer."""
+    for layer_name, node in stops:
+        x = GraphLayer(graph, feed, node, name=layer_name)(x)
+        feed = node
+    return x

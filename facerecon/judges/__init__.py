@@ -1,0 +1,1 @@
+"""Independent judges of reconstructions: their scores and calibrated thresholds."""

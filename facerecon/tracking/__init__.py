@@ -1,0 +1,1 @@
+"""The MLflow store: its URI, the pre-run check, authentication, the UI server."""

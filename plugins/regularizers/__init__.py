@@ -1,0 +1,1 @@
+"""Image priors added to the loss."""

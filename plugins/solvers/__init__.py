@@ -1,0 +1,1 @@
+"""Solvers: iterative ones and the feed-forward generator."""

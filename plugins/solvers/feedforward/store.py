@@ -1,0 +1,66 @@
+"""Generators as MLflow models (Keras format, with an input signature and their configuration
+as model metadata): saving one, and loading one back from any MLflow model URI or folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from facerecon.core.errors import FaceReconError
+from facerecon.tracking.store import tracking_uri
+
+from .generator import Generator, GeneratorConfig
+
+ARTIFACT_PATH = "generator"
+METADATA_KEY = "facerecon_generator"
+
+
+def example_inputs(config: GeneratorConfig, n: int = 2) -> dict[str, np.ndarray]:
+    """A small input batch of the right shapes (for the signature)."""
+    inputs = {"embedding": np.zeros((n, config.embedding_size), np.float32)}
+    if config.guided:
+        size = config.input_size
+        inputs["guide"] = np.full((n, size, size, 3), 0.5, np.float32)
+    return inputs
+
+
+def save(generator: Generator, path: str | Path) -> Path:
+    """Write the generator as an MLflow Keras model folder at ``path``."""
+    import mlflow.keras
+    from mlflow.models import infer_signature
+
+    inputs = example_inputs(generator.config)
+    outputs = generator.network(list(inputs.values()), training=False).numpy()
+    mlflow.keras.save_model(
+        generator.network,
+        str(path),
+        signature=infer_signature(inputs, outputs),
+        metadata={METADATA_KEY: generator.config.to_dict()},
+        # Pinned here: inferring requirements would load the model again in a subprocess.
+        pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
+    )
+    return Path(path)
+
+
+def load(uri: str) -> Generator:
+    """A generator from ``runs:/<run_id>/generator``, ``models:/...`` or a local folder."""
+    import mlflow
+    from mlflow.models import Model
+
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking_uri())
+        info = Model.load(local)
+    except Exception as exc:
+        raise FaceReconError(
+            f"{uri}: no MLflow model there ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        ) from None
+    meta = (info.metadata or {}).get(METADATA_KEY)
+    if not meta:
+        raise FaceReconError(
+            f"{uri}: an MLflow model, but not a facerecon generator (no {METADATA_KEY!r} metadata)"
+        )
+    network = mlflow.keras.load_model(local)
+    return Generator(network, GeneratorConfig.from_dict(meta))
