@@ -1,5 +1,6 @@
 """facerecon: turn face-recognition embeddings back into face images."""
 
+from facerecon.core import moved
 from facerecon.core.errors import FaceReconError
 from facerecon.core.hookspecs import hookimpl
 from facerecon.core.kinds import (
@@ -17,6 +18,8 @@ from facerecon.core.kinds import (
 )
 
 __version__ = "0.1.0"
+
+moved.install()
 
 __all__ = [
     "Detection",

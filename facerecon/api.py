@@ -13,7 +13,6 @@ from facerecon.core.context import RunResult, SweepContext
 from facerecon.core.errors import FaceReconError
 from facerecon.core.registry import Registered, plugin_manager, registry
 from facerecon.core.spec import PluginRef, Spec
-from facerecon.engine.objective import forward_for
 from facerecon.engine.runner import embed_photo, instantiate
 from facerecon.engine.runner import run as run_spec
 from facerecon.engine.sweep import run_sweep
@@ -21,6 +20,7 @@ from facerecon.engine.validation import load
 from facerecon.evaluation.report import Report
 from facerecon.evaluation.report import report as make_report
 from facerecon.faces import photos as faces
+from facerecon.ops.forward import forward_for
 from facerecon.tracking.store import check_store, serve_ui
 
 
@@ -189,11 +189,9 @@ __all__ = [
 
 def generate(generator: str, embedding: str | Path | np.ndarray | None = None, **options: Any):
     """Images from a trained generator in one pass (``runs:/<run_id>/generator``); the
-    options (``photo``, ``guide``, ``align``, ``output``, ``batch``) are those of
-    :func:`facerecon_plugins.solvers.feedforward.inference.generate`, which does the work."""
-    from facerecon_plugins.solvers.feedforward.inference import generate as one_pass
-
-    return one_pass(generator, embedding, **options)
+    options (``photo``, ``guide``, ``align``, ``output``, ``batch``) are those of the
+    solver that trains generators (the built-in ``feedforward``), which does the work."""
+    return registry().generator_solver().generate(generator, embedding, **options)
 
 
 def evaluate(
@@ -207,10 +205,11 @@ def evaluate(
 ):
     """Score generators against the spec's iterative solver on the spec's (held-out)
     targets with the spec's objective (paper, Table 1 and Fig. 10)."""
-    from facerecon_plugins.solvers.feedforward.evaluation import evaluate as score
-
     spec = spec if isinstance(spec, Spec) else load(spec)
-    return score(_tracked(spec, track), generators, iterative=iterative, threshold=threshold, pm=pm)
+    solver = registry(pm).generator_solver()
+    return solver.evaluate(
+        _tracked(spec, track), generators, iterative=iterative, threshold=threshold, pm=pm
+    )
 
 
 def attack(

@@ -227,8 +227,57 @@ class Objective(Protocol):
     ) -> dict[str, tf.Tensor]: ...
 
 
+class OwnGuides(Protocol):
+    """Guides a generator makes for each template itself (e.g. its nearest strangers)."""
+
+    def preload(self) -> None:
+        """Read what the guides are made of, so that making them is not timed as set-up."""
+
+    def means(self, embeddings: np.ndarray) -> np.ndarray:
+        """One guide image per (N, D) template row."""
+
+
+class Generator(Protocol):
+    """A trained one-pass reconstructor, as the host uses it (the attack's ``--generator``)."""
+
+    #: whether it takes a guide image besides the template
+    guided: bool
+
+    def check_model(self, model: FaceModel, source: str) -> None:
+        """One line if ``model`` is not the model it was trained against."""
+
+    def own_guides(self, model: FaceModel) -> OwnGuides | None:
+        """The guides it makes itself for templates of ``model``, or None."""
+
+    def generate(self, embeddings: np.ndarray, guides: np.ndarray | None, batch: int) -> Any:
+        """(N, S, S, 3) images in [0, 1] of (N, D) templates, ``batch`` at a time."""
+
+
 class Solver(Plugin):
-    """Minimizes an :class:`Objective` over a batch of images."""
+    """Minimizes an :class:`Objective` over a batch of images.
+
+    A solver whose ``trains_generators`` is true trains a one-pass generator rather than
+    reconstructing its targets; it then also loads, applies and evaluates such generators
+    for the host (``facerecon generate``, ``evaluate -g``, the attack's ``--generator``).
+    """
+
+    #: whether :meth:`solve` trains a generator (the classmethods below are then real)
+    trains_generators: ClassVar[bool] = False
+
+    @classmethod
+    def load_generator(cls, source: str) -> Generator:
+        """The generator stored at ``source`` (an MLflow model URI or a folder)."""
+        raise NotImplementedError(f"{cls.name} trains no generators")
+
+    @classmethod
+    def generate(cls, generator: str, embedding: Any = None, **options: Any) -> Any:
+        """Images of templates (an .npy, an array) or of a photo's face, in one pass."""
+        raise NotImplementedError(f"{cls.name} trains no generators")
+
+    @classmethod
+    def evaluate(cls, spec: Any, generators: list[str], **options: Any) -> Any:
+        """Generators scored against the spec's iterative solver on the spec's targets."""
+        raise NotImplementedError(f"{cls.name} trains no generators")
 
     @abstractmethod
     def solve(

@@ -11,7 +11,7 @@ import pluggy
 
 from facerecon.core import hookspecs
 from facerecon.core.errors import FaceReconError
-from facerecon.core.kinds import Plugin
+from facerecon.core.kinds import Plugin, Solver
 
 ENTRY_POINT_GROUP = "facerecon"
 
@@ -37,6 +37,14 @@ class Registry:
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.by_kind.get(kind, {}))
+
+    def generator_solver(self) -> type[Solver]:
+        """The solver that trains (and so loads and applies) one-pass generators."""
+        for name in self.names("solver"):
+            cls = self.get("solver", name)
+            if getattr(cls, "trains_generators", False):
+                return cls
+        raise FaceReconError("no installed solver trains generators (the built-in: feedforward)")
 
 
 class PluginLoadWarning(UserWarning):

@@ -16,11 +16,12 @@ from facerecon.core.errors import FaceReconError
 from facerecon.core.kinds import FaceModel, Plugin, PrepareContext
 from facerecon.core.registry import Registry, plugin_manager, registry
 from facerecon.core.spec import PluginRef, Spec, TargetRef, term_labels
-from facerecon.engine.objective import Objective, Term, Transforms, check_taps, forward_for
+from facerecon.engine.objective import Objective, Term, Transforms
 from facerecon.faces import photos as faces
 from facerecon.faces.embeddings import check_rows, numeric, read_npy
 from facerecon.faces.neighbours import nearest_means
 from facerecon.judges import scoring as judging
+from facerecon.ops.forward import check_taps, forward_for
 
 
 @cache

@@ -204,12 +204,9 @@ def _generated(
     """A generator's one-pass reconstructions of every person's template (a guided one
     gets ``guide``, a tight crop, for every template, unless it makes its own) and its
     seconds per template."""
-    from facerecon_plugins.solvers.feedforward import store
-    from facerecon_plugins.solvers.feedforward.guides import own_guides
-
-    generator = store.load(source)
+    generator = registry(plugin_manager()).generator_solver().load_generator(source)
     generator.check_model(attacked, source)
-    strangers = own_guides(generator.config, attacked)
+    strangers = generator.own_guides(attacked)
     if generator.guided and strangers is None and guide is None:
         raise FaceReconError(f"{source}: a guided generator needs --guide (its guide image)")
     rows = np.stack([embed_photo(attacked, str(p.photos[0]))[0] for p in people])
@@ -252,13 +249,16 @@ def evaluate_attack(
     and the baseline only."""
     from facerecon.engine.sweep import run_sweep
 
-    if spec.solver.name == "feedforward":
-        raise FaceReconError(
-            "solver.name: 'feedforward'; the attack's recipe is an iterative solver (adam, "
-            "sgd); pass trained generators with --generator"
-        )
     pm = pm or plugin_manager()
     reg = registry(pm)
+    if (
+        spec.solver.name in reg.names("solver")
+        and reg.get("solver", spec.solver.name).trains_generators
+    ):
+        raise FaceReconError(
+            f"solver.name: {spec.solver.name!r}; the attack's recipe is an iterative solver "
+            f"(adam, sgd); pass trained generators with --generator"
+        )
     sources = [collection] if isinstance(collection, str) else list(collection)
     photos = calibration.collect(sources, spec.base_dir)
     photos = [datasets.LabelledPhoto(p.path.resolve(), p.identity) for p in photos]

@@ -18,8 +18,8 @@ import numpy as np
 from facerecon.core.cache import cached_arrays
 from facerecon.core.errors import FaceReconError
 from facerecon.core.kinds import FaceModel
-from facerecon.engine.objective import forward_for
 from facerecon.faces import photos as faces
+from facerecon.ops.forward import forward_for
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:

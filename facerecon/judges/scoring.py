@@ -19,9 +19,9 @@ from facerecon.core.errors import FaceReconError
 from facerecon.core.kinds import FaceModel
 from facerecon.core.registry import Registry
 from facerecon.core.spec import PluginRef, Spec
-from facerecon.engine.objective import forward_for
 from facerecon.faces import photos as faces
 from facerecon.faces.neighbours import collection_index
+from facerecon.ops.forward import forward_for
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:

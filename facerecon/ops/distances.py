@@ -1,4 +1,5 @@
-"""Shared shape of the built-in embedding distances: optional normalization of both sides."""
+"""Distances: the shared shape of the built-in embedding metrics (optional normalization of
+both sides), and the weighted per-layer distance of activations."""
 
 from __future__ import annotations
 
@@ -19,3 +20,16 @@ class NormalizableMetric(Metric):
         if self.params.normalize:
             return tf.math.l2_normalize(embeddings, -1), tf.math.l2_normalize(targets, -1)
         return embeddings, targets
+
+
+def layer_distance(
+    taps: dict[str, tf.Tensor], others: dict[str, tf.Tensor], layers: dict[str, float], r: float
+) -> tf.Tensor:
+    """Per element, sum over layers of w_l * mean(|a_l - b_l|^r): the mean, not the sum,
+    keeps weights comparable between layers of different sizes."""
+    total = 0.0
+    for name, weight in layers.items():
+        diff = tf.abs(taps[name] - others[name])
+        axes = list(range(1, diff.shape.rank))
+        total += weight * tf.reduce_mean(tf.pow(diff + 1e-12, r), axis=axes)
+    return total

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from facerecon import Params, Regularizer, hookimpl
 from facerecon.core.kinds import PrepareContext
-from facerecon.engine.objective import layer_distance
+from facerecon.ops.distances import layer_distance
 
 
 class Guide(Regularizer):

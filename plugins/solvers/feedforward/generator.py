@@ -357,6 +357,13 @@ class Generator:
         inputs = [embeddings, guides] if self.guided else [embeddings]
         return self.network(inputs, training=training)
 
+    def own_guides(self, model: FaceModel):
+        """The :class:`~facerecon.faces.neighbours.Strangers` that make its guides for
+        templates of ``model``, or None when the caller gives them."""
+        from .guides import own_guides
+
+        return own_guides(self.config, model)
+
     def check_model(self, model: FaceModel, where: str = "generator") -> None:
         """Raise unless this generator was made for ``model`` (name and sizes)."""
         c = self.config

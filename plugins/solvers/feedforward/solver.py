@@ -16,7 +16,8 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from facerecon.core.errors import FaceReconError
 from facerecon.core.kinds import Params, Solver, SolveResult, StepInfo
-from facerecon.engine.objective import Objective, check_taps
+from facerecon.engine.objective import Objective
+from facerecon.ops.forward import check_taps
 
 from .checkpoint import Checkpoints
 from .generator import Generator, GeneratorConfig, GeneratorParams
@@ -94,6 +95,25 @@ class FeedForward(Solver):
 
     name = "feedforward"
     Params = FeedForwardParams
+    trains_generators = True
+
+    @classmethod
+    def load_generator(cls, source: str) -> Generator:
+        from . import store
+
+        return store.load(source)
+
+    @classmethod
+    def generate(cls, generator: str, embedding=None, **options):
+        from .inference import generate
+
+        return generate(generator, embedding, **options)
+
+    @classmethod
+    def evaluate(cls, spec, generators, **options):
+        from .evaluation import evaluate
+
+        return evaluate(spec, generators, **options)
 
     def sampler(self, objective: Objective) -> EmbeddingSampler | PhotoSampler:
         """The training embeddings' distribution, fitted to the model's real-face embeddings

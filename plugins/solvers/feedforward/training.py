@@ -24,8 +24,10 @@ import numpy as np
 import tensorflow as tf
 
 from facerecon.core.kinds import StepInfo
-from facerecon.engine.objective import Objective, forward_for, layer_distance
+from facerecon.engine.objective import Objective
 from facerecon.faces.neighbours import Strangers
+from facerecon.ops.distances import layer_distance
+from facerecon.ops.forward import forward_for
 
 from .checkpoint import Checkpoints
 from .generator import Generator
