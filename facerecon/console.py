@@ -31,7 +31,7 @@ class ConsoleReporter:
             f"batch {len(context.elements)} on {spec.model.name}, {spec.solver.name}",
             soft_wrap=True,
         )
-        for note in context.extras.get("target_faces", []):
+        for note in context.target_faces:
             self.console.print(f"  {escape(note)}", soft_wrap=True)  # which face of a photo
         self.progress = Progress(
             TextColumn("{task.description}"),
@@ -144,5 +144,5 @@ class SweepReporter:
                 o.run_id or "",
             )
         self.console.print(table)
-        if parent := sweep.extras.get("mlflow_run_id"):
+        if parent := sweep.run_id:
             self.console.print(f"MLflow parent run [bold]{parent}[/]")

@@ -174,7 +174,7 @@ def test_a_ray_sweep_with_credentials_in_the_environment_lands_every_child(
     _as(monkeypatch, ALICE)  # the local Ray runtime's workers start with this environment
     spec = validate({**RUN, "name": "authed-sweep", "sweep": {"grid": {"seed": [0, 1, 2]}}})
     ctx = api.sweep(spec, executor="ray")
-    parent = ctx.extras["mlflow_run_id"]
+    parent = ctx.run_id
     runs = _runs(monkeypatch, remote.base)
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent]
     assert sorted(r.info.status for r in children) == ["FINISHED"] * 3

@@ -133,7 +133,7 @@ def test_ray_sweep_runs_every_variant_under_the_parent_and_survives_a_failure(
     assert "deliberate failure at step 2" in ctx.outcomes[-2].error
     assert "Worker" in ctx.outcomes[-1].error or "worker" in ctx.outcomes[-1].error
     client = MlflowClient(store)
-    parent = client.get_run(ctx.extras["mlflow_run_id"])
+    parent = client.get_run(ctx.run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["facerecon.failed_variants"] == "broken; crashed"
     assert parent.data.tags["facerecon.executor"].startswith("ray")

@@ -276,7 +276,7 @@ def test_restarts_from_one_start_image_are_not_identical_copies():
         {**SPEC, "targets": SPEC["targets"][:1], "restarts": 3, "tracking": {"enabled": False}}
     )
     context, _, _ = prepare(spec)
-    init = context.extras["init"]
+    init = context.init
     assert init.shape == (2 * 3, 32, 32, 3) and init.dtype == np.float32
     for i, element in enumerate(context.elements):
         guide = context.guide_images[element.guide]
@@ -286,7 +286,7 @@ def test_restarts_from_one_start_image_are_not_identical_copies():
             assert 0.05 < np.std(init[i] - guide) < 0.15
     assert len({init[i].tobytes() for i in range(len(init))}) == len(init)
     again, _, _ = prepare(spec)
-    np.testing.assert_array_equal(again.extras["init"], init)
+    np.testing.assert_array_equal(again.init, init)
 
 
 def test_run_says_which_face_of_a_photo_it_used(tmp_path, store, monkeypatch):
@@ -332,7 +332,7 @@ def test_tracking_images_keeps_no_face_image_the_policy_forbids(store, policy, f
     }
     ctx = api.sweep(validate(spec))
     client = MlflowClient(store)
-    parent = ctx.extras["mlflow_run_id"]
+    parent = ctx.run_id
     (experiment,) = [e.experiment_id for e in client.search_experiments() if e.name == "e2e"]
     children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'")
     assert len(children) == 2

@@ -142,7 +142,7 @@ def test_in_process_sweep_with_a_failing_variant(store, tmp_path):
     assert [o.status for o in ctx.outcomes] == ["FINISHED", "FAILED", "FINISHED"]
     assert "broken.png: not a readable image" in ctx.outcomes[1].error
     client = MlflowClient(store)
-    parent = client.get_run(ctx.extras["mlflow_run_id"])
+    parent = client.get_run(ctx.run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["facerecon.failed_variants"] == "broken"
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
@@ -169,7 +169,7 @@ def test_two_parallel_workers_lose_no_run(store, tmp_path, monkeypatch):
         failures.clear()
     assert [o.status for o in ctx.outcomes] == ["FINISHED"] * 4, [o.error for o in ctx.outcomes]
     client = MlflowClient(store)
-    parent = ctx.extras["mlflow_run_id"]
+    parent = ctx.run_id
     children = client.search_runs(
         [client.get_run(parent).info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'"
     )

@@ -103,7 +103,7 @@ def test_a_sweep_keeps_its_parent_and_children_on_the_server(remote):
     running, _ = remote
     spec = validate({**RUN, "sweep": {"grid": {"seed": [0, 1]}}})
     ctx = api.sweep(spec)
-    parent = ctx.extras["mlflow_run_id"]
+    parent = ctx.run_id
     client = MlflowClient(running.base)  # runs/search is a POST: the client speaks REST
     experiment = client.get_experiment_by_name("remote").experiment_id
     found = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'")

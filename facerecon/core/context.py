@@ -69,7 +69,15 @@ class RunContext:
     result: RunResult | None = None
     #: who scores the kept reconstructions after the solve
     judges: Judges | None = None
-    #: free space for lifecycle plugins (e.g. the MLflow run id)
+    #: the tracking run this run logs to (the tracker sets it before the solve), else None
+    run_id: str | None = None
+    #: the solver's starting images, one per batch element (the solve consumes them)
+    init: np.ndarray | None = None
+    #: per entry of the spec's ``targets``: what the judges compare with (its photo, if any)
+    target_entries: list[Any] = field(default_factory=list)
+    #: which face was taken from a target photo that shows several (its largest)
+    target_faces: list[str] = field(default_factory=list)
+    #: free space for lifecycle plugins
     extras: dict[str, Any] = field(default_factory=dict)
     #: when the run started (``time.time()``; the runner sets it before any loading)
     started: float = field(default_factory=time.time)
@@ -136,4 +144,9 @@ class SweepContext:
     outcomes: list[VariantOutcome] = field(default_factory=list)
     #: set when the sweep itself stopped early (e.g. KeyboardInterrupt)
     error: BaseException | None = None
+    #: the tracking run the variants' runs are children of (given to resume one), else None
+    run_id: str | None = None
+    #: tags for the sweep's tracking run, besides the tracker's own
+    tags: dict[str, str] = field(default_factory=dict)
+    #: free space for lifecycle plugins
     extras: dict[str, Any] = field(default_factory=dict)

@@ -66,7 +66,8 @@ def register_detectors(register: Callable[[type], None]) -> None:
 
 @hookspec
 def before_run(context: RunContext) -> None:
-    """Called once after the spec is validated and the batch is built, before step 0."""
+    """Called once after the spec is validated and the batch is built, before step 0; a
+    tracker sets ``context.run_id`` here."""
 
 
 @hookspec
@@ -87,8 +88,8 @@ def on_error(context: RunContext, error: BaseException) -> None:
 @hookspec
 def before_sweep(sweep: SweepContext) -> None:
     """Called once every variant is validated and the executor is ready, before the first
-    runs; a tracker may set ``sweep.extras["mlflow_run_id"]`` to make the variants its
-    child runs."""
+    runs; a tracker sets ``sweep.run_id`` (unless it is given, to resume) to make the
+    variants its child runs."""
 
 
 @hookspec

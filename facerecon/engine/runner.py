@@ -200,10 +200,10 @@ def prepare(spec: Spec, reg: Registry | None = None) -> tuple[RunContext, Object
         labels=objective.labels,
         total_steps=getattr(solver.params, "steps", 0),
     )
-    context.extras["init"] = _init(spec, elements, guide_chips, model, targets)
-    context.extras["target_entries"] = entries
+    context.init = _init(spec, elements, guide_chips, model, targets)
+    context.target_entries = entries
     # A photo with several faces gives its largest: reporters say which, MLflow tags it.
-    context.extras["target_faces"] = face_notes
+    context.target_faces = face_notes
     context.judges = judging.prepare(spec, reg, instantiate)
     return context, objective, solver
 
@@ -218,6 +218,12 @@ def best_per_target(context: RunContext, distance: np.ndarray) -> list[int]:
     return [best[t] for t in sorted(best)]
 
 
+def _consume_init(context: RunContext) -> np.ndarray:
+    """The starting images, dropped from the context: a large batch need not stay alive."""
+    init, context.init = context.init, None
+    return init
+
+
 def run(spec: Spec, *, pm: pluggy.PluginManager | None = None) -> RunResult:
     """Run one validated spec; lifecycle hooks see every stage. Returns the result."""
     pm = pm or plugin_manager()
@@ -228,13 +234,13 @@ def run(spec: Spec, *, pm: pluggy.PluginManager | None = None) -> RunResult:
     try:
         solved = solver.solve(
             objective,
-            context.extras.pop("init"),
+            _consume_init(context),
             lambda step: pm.hook.after_step(context=context, step=step),
         )
         weights = tf.constant(objective.weights_at(max(solved.steps - 1, 0)))
         final = {k: v.numpy() for k, v in objective(tf.constant(solved.images), weights).items()}
         best = best_per_target(context, final["distance"])
-        entries = context.extras["target_entries"]
+        entries = context.target_entries
         context.result = RunResult(
             images=solved.images,
             terms=final,
@@ -246,7 +252,7 @@ def run(spec: Spec, *, pm: pluggy.PluginManager | None = None) -> RunResult:
             ),
             steps=solved.steps,
             stop_reason=solved.stop_reason,
-            run_id=context.extras.get("mlflow_run_id"),
+            run_id=context.run_id,
             extras=solved.extras,
         )
     except BaseException as exc:

@@ -122,7 +122,7 @@ def expand(spec: Spec) -> list[Variant]:
 def _run_variants(engine: Executor, context: SweepContext, pm: pluggy.PluginManager) -> None:
     outcomes: dict[str, VariantOutcome] = {}
     try:
-        results = engine.run(context.variants, context.extras.get("mlflow_run_id"))
+        results = engine.run(context.variants, context.run_id)
         try:
             for outcome in results:
                 outcomes[outcome.name] = outcome
@@ -148,12 +148,14 @@ def run_sweep(
     address: str | None = None,
     pm: pluggy.PluginManager | None = None,
     variants: list[Variant] | None = None,
-    extras: dict[str, Any] | None = None,
+    run_id: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> SweepContext:
     """Validate every variant, then run them all; returns every outcome, in variant order.
 
     ``variants`` replaces the spec's own ``sweep`` section (an attack evaluation makes one
-    per identity); ``extras`` start the sweep context's extras (e.g. a run to resume).
+    per identity); ``run_id`` is a tracking run to resume as the sweep's, ``tags`` go on the
+    sweep's tracking run.
 
     ``executor`` is ``local`` (this process, or ``workers`` spawned processes) or ``ray``
     (one Ray task per variant, on the cluster at ``address`` or a local Ray runtime).
@@ -163,8 +165,9 @@ def run_sweep(
     engine = executor_for(executor, workers=workers, address=address, spec=spec)
     variants = expand(spec) if variants is None else variants
     with engine:
-        context = SweepContext(spec, variants, executor=engine.description)
-        context.extras.update(extras or {})
+        context = SweepContext(
+            spec, variants, executor=engine.description, run_id=run_id, tags=dict(tags or {})
+        )
         pm.hook.before_sweep(sweep=context)
         _run_variants(engine, context, pm)
     return context

@@ -283,27 +283,24 @@ def evaluate_attack(
         spec, found, calibrated, attacked.name, spec.judges.detector, [], attacked
     )
     evaluation = key(spec, collection, pairs, names)
-    extras: dict[str, Any] = {
-        "mlflow_tags": {
-            "facerecon.attack": evaluation,
-            "facerecon.kind": "attack",
-            "facerecon.collection": collection,
-        }
+    tags = {
+        "facerecon.attack": evaluation,
+        "facerecon.kind": "attack",
+        "facerecon.collection": collection,
     }
+    parent = None
     iterative = Method(f"iterative ({spec.solver.name})")
     if spec.tracking.enabled:
         parent, iterative = _finished(spec, evaluation, people)
-        if parent is not None:
-            extras["mlflow_run_id"] = parent
         result.resumed = sorted(iterative.scores)
     todo = [p for p in people if p.name not in iterative.scores] if iterative_runs else []
     variants = [_variant(spec, p, names) for p in todo]
     if variants:
         context = run_sweep(
             spec, workers=workers, executor=executor, address=address, pm=pm,
-            variants=variants, extras=extras,
+            variants=variants, run_id=parent, tags=tags,
         )  # fmt: skip
-        result.run_id = context.extras.get("mlflow_run_id")
+        result.run_id = context.run_id
         for outcome in context.outcomes:
             if outcome.status == "FINISHED" and outcome.scores:
                 iterative.scores[outcome.name] = outcome.scores[0]
@@ -312,7 +309,7 @@ def evaluate_attack(
         result.failed = {o.name: o.error or o.status for o in context.outcomes
                          if o.status != "FINISHED"}  # fmt: skip
     else:
-        result.run_id = extras.get("mlflow_run_id")
+        result.run_id = parent
     if iterative.durations:
         iterative.seconds = float(np.median(list(iterative.durations.values())))
     judges = Judges(models, None)

@@ -198,7 +198,7 @@ def _create_run(spec: Spec, tags: dict[str, str], context: RunContext) -> tuple[
     )
     run_id = run_id.info.run_id
     # Other plugins may look for the run while the loop runs; after_run guarantees it.
-    context.extras["mlflow_run_id"] = run_id
+    context.run_id = run_id
     resolved = spec.resolved()
     client.log_dict(run_id, resolved, "spec.yaml")
     params = [Param(k, v[:6000]) for k, v in flatten(resolved).items()]
@@ -223,7 +223,7 @@ def before_run(context: RunContext) -> None:
     }
     if spec.tracking.parent_run_id:
         tags["mlflow.parentRunId"] = spec.tracking.parent_run_id
-    if notes := context.extras.get("target_faces"):
+    if notes := context.target_faces:
         tags["facerecon.target_faces"] = "; ".join(notes)[:5000]  # MLflow's tag value limit
     context.extras["_mlflow"] = _Run.start(_create_run, spec, tags, context)
 
@@ -427,7 +427,7 @@ def after_run(context: RunContext) -> Generator[None, Any, Any]:
     except Exception as error:  # no store: the solve is done, keep its images here
         state.pool.shutdown(wait=True)
         raise _save_locally(state, context, error) from error
-    context.extras["mlflow_run_id"] = context.result.run_id = run_id
+    context.run_id = context.result.run_id = run_id
     try:
         outcome = yield
     except BaseException as error:  # another after_run hook failed
@@ -460,7 +460,7 @@ def _end(state: _Run, context: RunContext, error: BaseException) -> None:
         state.pool.shutdown(wait=True)
         return
     client, run_id = state.run()
-    context.extras["mlflow_run_id"] = run_id
+    context.run_id = run_id
     reason = f"{type(error).__name__}: {error}"[:5000]
     status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
     if state.broken is not None:  # the store failed: one quick try to end the run, no more
@@ -511,9 +511,9 @@ def before_sweep(sweep) -> None:
         "facerecon.sweep": str(len(sweep.variants)),
         "facerecon.version": facerecon.__version__,
         "mlflow.user": tracking.account(),
-        **sweep.extras.get("mlflow_tags", {}),
+        **sweep.tags,
     }
-    if resumed := sweep.extras.get("mlflow_run_id"):  # the sweep goes on in its old run
+    if resumed := sweep.run_id:  # the sweep goes on in its old run
         client.update_run(resumed, status="RUNNING")
         client.set_tag(resumed, "facerecon.sweep", tags["facerecon.sweep"])
         return
@@ -522,7 +522,7 @@ def before_sweep(sweep) -> None:
         run = client.create_run(exp_id, run_name=f"{sweep.spec.name} (sweep)", tags=tags)
     except Exception as error:  # the server refuses this account: one line, no variant runs
         raise tracking.refused(error, tracking_spec.experiment) or error from None
-    sweep.extras["mlflow_run_id"] = run.info.run_id
+    sweep.run_id = run.info.run_id
     client.log_dict(run.info.run_id, sweep.spec.resolved(), "spec.yaml")
 
 
@@ -563,7 +563,7 @@ def _sheet_label(outcome) -> str:
 
 @hookimpl
 def after_sweep(sweep) -> None:
-    run_id = sweep.extras.get("mlflow_run_id")
+    run_id = sweep.run_id
     if run_id is None:
         return
     import matplotlib.pyplot as plt

@@ -205,7 +205,7 @@ def _judge(evaluation: Evaluation, context: RunContext) -> None:
     """Every method's kept images scored by the run's judges, as means over the targets."""
     from facerecon.judges import scoring as judging
 
-    entries = context.extras["target_entries"]
+    entries = context.target_entries
     for method in evaluation.methods():
         scores = judging.score(context.judges, list(method.images), entries)
         method.judges = judging.means(scores)

@@ -49,7 +49,7 @@ def write_gif(frames: list[np.ndarray], path: Path, ms_per_frame: int = 100) -> 
 # tryfirst: log before mlflow-tracking's after_run marks the run finished.
 @hookimpl(tryfirst=True)
 def after_run(context: RunContext) -> None:
-    run_id = context.extras.get("mlflow_run_id")
+    run_id = context.run_id
     generator = context.result.extras.get("generator") if context.result else None
     if run_id is None or generator is None:
         return
