@@ -23,7 +23,6 @@ from facerecon.engine.objective import Objective
 from facerecon.engine.runner import best_per_target
 
 from .generator import Generator
-from .guides import own_guides
 
 
 @dataclass
@@ -129,7 +128,7 @@ def score_generator(
     """A generator's one-pass reconstructions of the spec's targets, scored."""
     generator.check_model(context.model, source)
     guides = None
-    strangers = own_guides(generator.config, context.model)
+    strangers = generator.config.own_guides(context.model)
     if strangers is not None:
         guides = strangers.means(objective.targets.numpy())
     elif generator.guided:
@@ -156,8 +155,8 @@ def evaluate(
 
     The spec gives the held-out targets, the guides, the objective and the iterative solver
     (run as an ordinary run, so lifecycle hooks and tracking see it). Every method is scored
-    with the weights in force at the iterative solver's last step. With tracking enabled the
-    evaluation is logged as its own MLflow run.
+    with the weights in force at the iterative solver's last step. Logging it is the caller's
+    (:func:`~.tracking.log_evaluation`).
     """
     from facerecon.core.registry import plugin_manager, registry
     from facerecon.engine.runner import prepare
@@ -192,12 +191,6 @@ def evaluate(
         evaluation.iterative_run_id = result.run_id
     if context.judges is not None:
         _judge(evaluation, context)
-    if spec.tracking.enabled:
-        from .tracking import log_evaluation
-
-        evaluation.run_id = log_evaluation(
-            evaluation, spec.tracking.experiment, f"evaluate-{spec.name}"
-        )
     return evaluation
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal
 
 import keras
@@ -27,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from facerecon.core.errors import FaceReconError
 from facerecon.core.kinds import FaceModel
 from facerecon.faces.embeddings import check_rows, numeric
+from facerecon.faces.neighbours import Strangers
 
 KERNEL = 5
 # Quadratic B-spline (Chaikin) subdivision: each output pixel takes 3/4 of its nearer and 1/4
@@ -115,6 +117,15 @@ class GeneratorConfig:
     @classmethod
     def from_dict(cls, data: dict) -> GeneratorConfig:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+    def own_guides(self, model: FaceModel, base_dir: Path = Path(".")) -> Strangers | None:
+        """The :class:`Strangers` that give this generator its guides (each template's
+        nearest strangers, the same in training and in use), or None when the caller gives
+        them (the spec's guide images, ``--guide``)."""
+        if not self.nearest:
+            return None
+        n = self.nearest
+        return Strangers(model, n["images"], n["align"], n["k"], base_dir)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -357,12 +368,9 @@ class Generator:
         inputs = [embeddings, guides] if self.guided else [embeddings]
         return self.network(inputs, training=training)
 
-    def own_guides(self, model: FaceModel):
-        """The :class:`~facerecon.faces.neighbours.Strangers` that make its guides for
-        templates of ``model``, or None when the caller gives them."""
-        from .guides import own_guides
-
-        return own_guides(self.config, model)
+    def own_guides(self, model: FaceModel) -> Strangers | None:
+        """The guides it makes itself for templates of ``model``, or None."""
+        return self.config.own_guides(model)
 
     def check_model(self, model: FaceModel, where: str = "generator") -> None:
         """Raise unless this generator was made for ``model`` (name and sizes)."""

@@ -15,7 +15,6 @@ from facerecon.faces.embeddings import read_npy
 
 from . import store
 from .generator import Generator
-from .guides import own_guides
 
 
 @dataclass
@@ -97,7 +96,7 @@ def generate(
         guide_chip = faces.chip(face_model, faces.read_image(guide), align, guide)[0]
     if own:
         rows = gen.check_inputs(rows, None, where, own=True)[0]
-        guide_chip = own_guides(gen.config, face_model).means(rows)
+        guide_chip = gen.config.own_guides(face_model).means(rows)
     rows, guides = gen.check_inputs(rows, guide_chip, where)
     # One batch first, so the timing below is of generation, not of tracing the graph.
     gen.generate(rows[:batch], None if guides is None else guides[:batch], batch)

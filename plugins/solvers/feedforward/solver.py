@@ -21,7 +21,6 @@ from facerecon.ops.forward import check_taps
 
 from .checkpoint import Checkpoints
 from .generator import Generator, GeneratorConfig, GeneratorParams
-from .guides import own_guides
 from .sampling import EmbeddingSampler, PhotoSampler, SamplingParams, real_faces
 from .training import Settings, Trainer
 
@@ -112,8 +111,14 @@ class FeedForward(Solver):
     @classmethod
     def evaluate(cls, spec, generators, **options):
         from .evaluation import evaluate
+        from .tracking import log_evaluation
 
-        return evaluate(spec, generators, **options)
+        evaluation = evaluate(spec, generators, **options)
+        if spec.tracking.enabled:  # its own MLflow run
+            evaluation.run_id = log_evaluation(
+                evaluation, spec.tracking.experiment, f"evaluate-{spec.name}"
+            )
+        return evaluation
 
     def sampler(self, objective: Objective) -> EmbeddingSampler | PhotoSampler:
         """The training embeddings' distribution, fitted to the model's real-face embeddings
@@ -137,7 +142,7 @@ class FeedForward(Solver):
             raise RuntimeError("the feedforward solver needs a prepared objective")
         config = GeneratorConfig.of(p.generator, objective.model)
         check_taps(objective.model, list(p.photo_layers), "solver.photo_layers")
-        strangers = own_guides(config, objective.model)
+        strangers = config.own_guides(objective.model)
         if strangers is not None and objective.guides is not None:
             raise FaceReconError(
                 "solver.generator.nearest: the generator makes each template's guide; "
