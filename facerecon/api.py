@@ -162,17 +162,28 @@ def embed_images(images: np.ndarray, model_name: str = "dlib-resnet") -> np.ndar
     )[0]
 
 
+def calibrate(model_name: str, photos: tuple[str, ...] | list[str], *, step=None) -> dict[str, Any]:
+    """Calibrate a model's cosine thresholds at false-match rates 1e-2 and 1e-3 on labelled
+    photos (:func:`facerecon.judges.calibration.calibrate`); ``step`` is called per photo."""
+    from facerecon.judges import calibration
+
+    return calibration.calibrate(model(model_name), photos, step=step or (lambda: None))
+
+
 def ui(host: str = "127.0.0.1", port: int = 5000) -> int:
     """Serve the MLflow UI on the store in force; returns the server's exit code."""
     return serve_ui(host, port)
 
 
 __all__ = [
+    "attack",
+    "calibrate",
     "embed",
     "embed_images",
     "evaluate",
     "generate",
     "layers",
+    "lineup",
     "model",
     "plugins",
     "plugin_manager",

@@ -13,8 +13,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up 
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
+from facerecon.console import (
+    attack_table,
+    calibration_table,
+    evaluation_table,
+    layers_table,
+    lineup_table,
+    plugins_table,
+)
 from facerecon.core.errors import FaceReconError
 
 err = Console(stderr=True, emoji=False, highlight=False)
@@ -188,16 +195,7 @@ def lineup(folder: str, no_log: bool) -> None:
     from facerecon import api
 
     rows, run_id = api.lineup(folder, log=not no_log)
-    table = Table("method", "observer", "matched", "expected by chance", "p")
-    for r in rows:
-        table.add_row(
-            escape(r["method"]),
-            escape(r["observer"]),
-            f"{r['correct']} / {r['people']}",
-            f"{r['expected by chance']:.1f}",
-            f"{r['p']:.2g}",
-        )
-    out().print(table)
+    out().print(lineup_table(rows))
     err.print(
         f"scores.md and scores.json in {folder}/"
         + (f"; logged to MLflow run {run_id}" if run_id else "")
@@ -210,12 +208,7 @@ def plugins() -> None:
     """List every plugin: kind, name, package, parameters, doc."""
     from facerecon import api
 
-    table = Table("kind", "name", "package", "parameters", "description", show_lines=True)
-    for row in api.plugins():
-        table.add_row(
-            row["kind"], row["name"], row["package"], "\n".join(row["params"]), row["doc"]
-        )
-    out().print(table)
+    out().print(plugins_table(api.plugins()))
 
 
 @main.command()
@@ -225,10 +218,7 @@ def layers(model: str) -> None:
     """List the layers of MODEL that regularizers can tap, with their shapes."""
     from facerecon import api
 
-    table = Table("layer", "shape", title=f"{model}: tappable layers")
-    for name, shape in api.layers(model):
-        table.add_row(name, "x".join(map(str, shape)))
-    out().print(table)
+    out().print(layers_table(model, api.layers(model)))
 
 
 @main.command()
@@ -376,34 +366,7 @@ def evaluate(
         )
     finally:
         pm.unregister(reporter)
-    table = Table(title=f"{result.spec.name}: {len(result.target_images)} held-out targets")
-    columns = (
-        "method",
-        "mean loss",
-        "mean distance",
-        "mean cosine",
-        f"distance < {threshold:g}",
-        "loss / iterative",
-        "images/s",
-    )
-    summary = result.summary()
-    # the judges' means: other recognizers' type I cosine, the detector's face rate
-    judged = [k for k in (summary[0] if summary else {}) if k.endswith(("/type1", "/face"))]
-    for column in (*columns, *(k.removeprefix("judge/") for k in judged)):
-        table.add_column(column, justify="left" if column == "method" else "right")
-    for row in summary:
-        speed = row["images_per_second"]
-        table.add_row(
-            row["method"],
-            f"{row['mean_total']:.4g}",
-            f"{row['mean_distance']:.4f}",
-            f"{row['mean_cosine']:.4f}",
-            f"{row['verified']:.0%}",
-            f"{row['loss_ratio']:.2f}",
-            "-" if speed != speed else f"{speed:.1f}",
-            *(f"{row[k]:.3f}" for k in judged),
-        )
-    out().print(table)
+    out().print(evaluation_table(result, threshold))
     for row in result.summary():
         err.print(f"{row['method']}: {escape(row['source'])}", soft_wrap=True)
     if result.run_id:
@@ -417,35 +380,7 @@ def _attack(spec: str, collection: list[str], no_track: bool, options: dict) -> 
 
     track = False if no_track else None
     result, folder = api.attack(spec, collection, track=track, pm=api.plugin_manager(), **options)
-    rows = result.rows()
-    rates = [r for r in ("1e-2", "1e-3") if any(f"sar1@{r}" in row for row in rows)]
-    table = Table(title=f"{result.spec.name}: attack on {len(result.collection.people)} people")
-    for column in (
-        "method",
-        "judge",
-        "setting",
-        *(f"SAR I @{r}" for r in rates),
-        *(f"SAR II @{r}" for r in rates),
-        "cos I",
-        "cos II",
-        "face",
-        "s/template",
-    ):
-        table.add_column(column, justify="left" if column in ("method", "judge") else "right")
-    for row in rows:
-
-        def pct(value: float) -> str:
-            return "-" if value != value else f"{value:.0%}"
-
-        table.add_row(
-            row["method"], row["judge"], row["setting"],
-            *(pct(row[f"sar1@{r}"]) for r in rates), *(pct(row[f"sar2@{r}"]) for r in rates),
-            f"{row['mean_type1']:.3f}", "-" if row["mean_type2"] != row["mean_type2"]
-            else f"{row['mean_type2']:.3f}", pct(row["face_rate"]),
-            "-" if row["seconds_per_template"] != row["seconds_per_template"]
-            else f"{row['seconds_per_template']:.2f}",
-        )  # fmt: skip
-    out().print(table)
+    out().print(attack_table(result))
     if not result.collection.type2:
         err.print("[yellow]warning:[/] one photo per person: no type II comparisons")
     if result.collection.skipped:
@@ -476,32 +411,15 @@ def calibrate(model: str, photos: tuple[str, ...], output: str | None) -> None:
     from facerecon import api
     from facerecon.judges import calibration
 
-    face_model = api.model(model)
     collection = calibration.collect(photos)
     started = time.perf_counter()
     with Progress(
         "embedding", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
     ) as progress:
         task = progress.add_task("", total=len(collection))
-        record = calibration.calibrate(face_model, photos, step=lambda: progress.advance(task))
-    table = Table(
-        "false-match rate",
-        "threshold",
-        "measured FMR",
-        "genuine pass",
-        title=f"{model}: {record['photos']} photos of {record['identities']} people",
-    )
-    genuine = record["genuine"]
-    for rate, t in record["thresholds"].items():
-        passed = genuine["pass_rate"][rate]
-        table.add_row(
-            rate,
-            f"{t:.4f}",
-            f"{record['measured_fmr'][rate]:.2e}",
-            "-" if passed is None else f"{passed:.0%} of {genuine['n']}",
-        )
-    out().print(table)
-    impostor = record["impostor"]
+        record = api.calibrate(model, photos, step=lambda: progress.advance(task))
+    out().print(calibration_table(model, record))
+    impostor, genuine = record["impostor"], record["genuine"]
     err.print(
         f"{record['impostor_pairs']} impostor pairs (cosine mean {impostor['mean']:.3f}, "
         f"max {impostor['max']:.3f}); {record['genuine_pairs']} genuine pairs"

@@ -1,4 +1,5 @@
-"""The terminal side of a run: a rich progress bar with live loss and cosine, then a summary."""
+"""The terminal: a run's rich progress bar with live loss and cosine, then a summary; and
+every results table the commands print."""
 
 from __future__ import annotations
 
@@ -146,3 +147,121 @@ class SweepReporter:
         self.console.print(table)
         if parent := sweep.run_id:
             self.console.print(f"MLflow parent run [bold]{parent}[/]")
+
+
+def lineup_table(rows: list[dict]) -> Table:
+    """The line-up scores: one row per observer's answers to one method's sheets."""
+    table = Table("method", "observer", "matched", "expected by chance", "p")
+    for r in rows:
+        table.add_row(
+            escape(r["method"]),
+            escape(r["observer"]),
+            f"{r['correct']} / {r['people']}",
+            f"{r['expected by chance']:.1f}",
+            f"{r['p']:.2g}",
+        )
+    return table
+
+
+def plugins_table(rows: list[dict]) -> Table:
+    """Every plugin: kind, name, package, parameters, doc."""
+    table = Table("kind", "name", "package", "parameters", "description", show_lines=True)
+    for row in rows:
+        table.add_row(
+            row["kind"], row["name"], row["package"], "\n".join(row["params"]), row["doc"]
+        )
+    return table
+
+
+def layers_table(model: str, layers: list[tuple[str, tuple[int, ...]]]) -> Table:
+    """A model's tappable layers with their shapes."""
+    table = Table("layer", "shape", title=f"{model}: tappable layers")
+    for name, shape in layers:
+        table.add_row(name, "x".join(map(str, shape)))
+    return table
+
+
+def evaluation_table(result, threshold: float) -> Table:
+    """Generators against the iterative solver on held-out targets (paper, Table 1)."""
+    table = Table(title=f"{result.spec.name}: {len(result.target_images)} held-out targets")
+    columns = (
+        "method",
+        "mean loss",
+        "mean distance",
+        "mean cosine",
+        f"distance < {threshold:g}",
+        "loss / iterative",
+        "images/s",
+    )
+    summary = result.summary()
+    # the judges' means: other recognizers' type I cosine, the detector's face rate
+    judged = [k for k in (summary[0] if summary else {}) if k.endswith(("/type1", "/face"))]
+    for column in (*columns, *(k.removeprefix("judge/") for k in judged)):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for row in summary:
+        speed = row["images_per_second"]
+        table.add_row(
+            row["method"],
+            f"{row['mean_total']:.4g}",
+            f"{row['mean_distance']:.4f}",
+            f"{row['mean_cosine']:.4f}",
+            f"{row['verified']:.0%}",
+            f"{row['loss_ratio']:.2f}",
+            "-" if speed != speed else f"{speed:.1f}",
+            *(f"{row[k]:.3f}" for k in judged),
+        )
+    return table
+
+
+def attack_table(result) -> Table:
+    """The attack's success rates per method, judge and setting."""
+    rows = result.rows()
+    rates = [r for r in ("1e-2", "1e-3") if any(f"sar1@{r}" in row for row in rows)]
+    table = Table(title=f"{result.spec.name}: attack on {len(result.collection.people)} people")
+    for column in (
+        "method",
+        "judge",
+        "setting",
+        *(f"SAR I @{r}" for r in rates),
+        *(f"SAR II @{r}" for r in rates),
+        "cos I",
+        "cos II",
+        "face",
+        "s/template",
+    ):
+        table.add_column(column, justify="left" if column in ("method", "judge") else "right")
+    for row in rows:
+
+        def pct(value: float) -> str:
+            return "-" if value != value else f"{value:.0%}"
+
+        table.add_row(
+            row["method"], row["judge"], row["setting"],
+            *(pct(row[f"sar1@{r}"]) for r in rates), *(pct(row[f"sar2@{r}"]) for r in rates),
+            f"{row['mean_type1']:.3f}", "-" if row["mean_type2"] != row["mean_type2"]
+            else f"{row['mean_type2']:.3f}", pct(row["face_rate"]),
+            "-" if row["seconds_per_template"] != row["seconds_per_template"]
+            else f"{row['seconds_per_template']:.2f}",
+        )  # fmt: skip
+    return table
+
+
+def calibration_table(model: str, record: dict) -> Table:
+    """A calibration's thresholds, their measured false-match rates and genuine pass rates."""
+    table = Table(
+        "false-match rate",
+        "threshold",
+        "measured FMR",
+        "genuine pass",
+        title=f"{model}: {record['photos']} photos of {record['identities']} people",
+    )
+    genuine = record["genuine"]
+    for rate, t in record["thresholds"].items():
+        passed = genuine["pass_rate"][rate]
+        table.add_row(
+            rate,
+            f"{t:.4f}",
+            f"{record['measured_fmr'][rate]:.2e}",
+            "-" if passed is None else f"{passed:.0%} of {genuine['n']}",
+        )
+    return table
