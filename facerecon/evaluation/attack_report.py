@@ -14,6 +14,7 @@ import numpy as np
 
 from facerecon.evaluation import attack, lineup
 from facerecon.evaluation.attack_sweep import AttackResult
+from facerecon.evaluation.tables import markdown
 from facerecon.faces import photos as faces
 from facerecon.faces.panels import labelled_grid
 from facerecon.tracking.store import safe_key
@@ -76,17 +77,17 @@ def tables(data: dict[str, Any]) -> str:
         f"Attack on {data['attacked']} templates of {len(data['people'])} people of "
         f"{data['collection']}" + ("" if data["type2"] else " (one photo each: type I only)"),
         "",
-        "| judge | impostor pairs | genuine pairs | "
-        + " | ".join(f"threshold @FMR {r} | TAR @{r}" for r in rates)
-        + " | mean genuine | mean impostor |",
-        "| --- " * (5 + 2 * len(rates)) + "|",
     ]
+    judged = []
     for j in data["judges"]:
         cells = [j["judge"], str(j["impostor_pairs"]), str(j["genuine_pairs"])]
         for r in rates:
             cells += [_num(j.get(f"threshold@{r}")), _pct(j.get(f"tar@{r}"))]
-        cells += [_num(j["mean_genuine"]), _num(j["mean_impostor"])]
-        lines.append("| " + " | ".join(cells) + " |")
+        judged.append([*cells, _num(j["mean_genuine"]), _num(j["mean_impostor"])])
+    columns = ["judge", "impostor pairs", "genuine pairs"]
+    for r in rates:
+        columns += [f"threshold @FMR {r}", f"TAR @{r}"]
+    lines += markdown([*columns, "mean genuine", "mean impostor"], judged)
     for j in data["judges"]:
         if j["thresholds_from"] != "collection":
             lines += [
@@ -94,22 +95,19 @@ def tables(data: dict[str, Any]) -> str:
                 f"{j['judge']}'s thresholds: its own calibration ({j['thresholds_from']}); "
                 "the collection has one person",
             ]
-    lines += [
-        "",
-        "| method | judge | setting | people | "
-        + " | ".join(f"SAR I @{r}" for r in rates)
-        + " | "
-        + " | ".join(f"SAR II @{r}" for r in rates)
-        + " | mean cos I | mean cos II | face found | s / template |",
-        "| --- " * (8 + 2 * len(rates)) + "|",
-    ]
+    methods = []
     for row in data["methods"]:
         cells = [row["method"], row["judge"], row["setting"], str(row["people"])]
         cells += [_pct(row.get(f"sar1@{r}")) for r in rates]
         cells += [_pct(row.get(f"sar2@{r}")) for r in rates]
         cells += [_num(row["mean_type1"]), _num(row["mean_type2"]), _pct(row["face_rate"])]
-        cells.append(_num(row["seconds_per_template"], ".2f"))
-        lines.append("| " + " | ".join(cells) + " |")
+        methods.append([*cells, _num(row["seconds_per_template"], ".2f")])
+    columns = [
+        "method", "judge", "setting", "people",
+        *(f"SAR I @{r}" for r in rates), *(f"SAR II @{r}" for r in rates),
+        "mean cos I", "mean cos II", "face found", "s / template",
+    ]  # fmt: skip
+    lines += ["", *markdown(columns, methods)]
     for name, source in data.get("generators", {}).items():
         lines += ["", f"{name}: `{source}`"]
     if data["failed_people"]:

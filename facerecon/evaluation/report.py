@@ -13,6 +13,7 @@ import skimage.io
 
 from facerecon import __version__
 from facerecon.core.errors import FaceReconError
+from facerecon.evaluation.tables import markdown
 from facerecon.faces.panels import labelled_grid
 from facerecon.tracking.store import tracking_uri
 
@@ -96,8 +97,7 @@ def _write_table(out: Path, stem: str, columns: list[str], rows: list[dict[str, 
         writer = csv.DictWriter(f, columns, restval="")
         writer.writeheader()
         writer.writerows(rows)
-    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-    lines += ["| " + " | ".join(row.get(c, "") for c in columns) + " |" for row in rows]
+    lines = markdown(columns, ([row.get(c, "") for c in columns] for row in rows))
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
