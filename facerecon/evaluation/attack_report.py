@@ -229,21 +229,17 @@ def write(result: AttackResult, folder: Path) -> dict[str, Any]:
 def _log(result: AttackResult, folder: Path, data: dict[str, Any]) -> None:
     """The folder as the run's artifacts; SAR and TAR as metrics
     (``attack/<method>/<judge>/sar1_fmr1e-2``, ``attack/real/<judge>/tar_fmr1e-2``)."""
-    import time
-
-    from mlflow.entities import Metric
-
+    from facerecon.tracking import runs
     from facerecon.tracking.store import client as tracking_client
 
     client = tracking_client()
     client.log_artifacts(result.run_id, str(folder))
-    now = int(time.time() * 1000)
-    metrics = []
+    metrics = {}
     rows = [(safe_key(r["method"].split(" (")[0]), r["judge"], r) for r in data["methods"]]
     rows += [("real", j["judge"], j) for j in data["judges"]]
     for method, judge, row in rows:
         for key, value in row.items():
             if key.startswith(("sar", "tar@")) and value is not None and not math.isnan(value):
                 name = f"attack/{method}/{judge}/{key.replace('@', '_fmr')}"
-                metrics.append(Metric(name, float(value), now, 0))
-    client.log_batch(result.run_id, metrics=metrics)
+                metrics[name] = value
+    runs.log_metrics(client, result.run_id, runs.rows(metrics))

@@ -15,6 +15,7 @@ from facerecon import __version__
 from facerecon.core.errors import FaceReconError
 from facerecon.evaluation.tables import markdown
 from facerecon.faces.panels import labelled_grid
+from facerecon.tracking.store import client as tracking_client
 from facerecon.tracking.store import tracking_uri
 
 COLUMNS = ("run", "status", "distance", "cosine", "total loss", "run_id")
@@ -107,9 +108,8 @@ def report(experiment: str, folder: str | Path | None = None, *, log: bool = Tru
     target and run, with the judges' scores) in ``folder`` (default
     ``reports/<experiment>``), and log them as a ``report`` run of the experiment."""
     import matplotlib.pyplot as plt
-    from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri())
+    client = tracking_client()
     found = client.get_experiment_by_name(experiment)
     if found is None:
         names = [e.name for e in client.search_experiments()]

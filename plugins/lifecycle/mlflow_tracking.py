@@ -30,12 +30,13 @@ from facerecon.core.kinds import StepInfo
 from facerecon.core.spec import Spec
 from facerecon.faces.panels import grid, labelled_grid
 from facerecon.judges import scoring as judging
+from facerecon.tracking import runs
 from facerecon.tracking import store as tracking
-from facerecon.tracking.store import EXPERIMENT_KIND, flatten, git_commit
+from facerecon.tracking.store import flatten, git_commit
 
 #: (key, value, timestamp in ms, step): a metric as the loop records it; the worker makes
 #: the MLflow entities, so the loop never imports mlflow (the worker may be importing it).
-MetricRow = tuple[str, float, int, int]
+MetricRow = runs.MetricRow
 
 #: Buffered metrics are written at least this often (and every 1000 rows), so the UI is at
 #: most this far behind; every write costs MLflow a few ms whatever its size.
@@ -99,12 +100,8 @@ class _Run:
             self.submit(self._write_metrics, rows)
 
     def _write_metrics(self, rows: list[MetricRow]) -> None:
-        from mlflow.entities import Metric
-
         client, run_id = self.run()
-        metrics = [Metric(*row) for row in rows]
-        for i in range(0, len(metrics), 1000):
-            client.log_batch(run_id, metrics=metrics[i : i + 1000])
+        runs.log_metrics(client, run_id, rows)
 
     def log_step_image(self, images: np.ndarray, size: int, step: int) -> None:
         """Queue the batch's images (a copy the loop no longer changes) as image
@@ -166,30 +163,17 @@ def _client():
     return tracking.client()
 
 
-def _experiment_id(client, name: str) -> str:
-    from mlflow.exceptions import MlflowException
-
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(name, tags=EXPERIMENT_KIND)
-    except MlflowException:  # another worker created it first
-        return client.get_experiment_by_name(name).experiment_id
-
-
 def _create_run(spec: Spec, tags: dict[str, str], context: RunContext) -> tuple[Any, str]:
     """On the worker: the client (importing mlflow, checking the store's schema), the run,
     its spec and params. The first run of a process spends most of its tracking start-up
     here, hidden behind the main thread's tracing of the first step."""
-    from mlflow.entities import Param
 
     settings = spec.tracking
     client = _client()
     tags["mlflow.user"] = tracking.account()
     if commit := git_commit():
         tags["mlflow.source.git.commit"] = commit
-    exp_id = _experiment_id(client, settings.experiment)
+    exp_id = runs.experiment_id(client, settings.experiment)
     run_id = client.create_run(
         exp_id,
         start_time=int(context.started * 1000),  # not now: this worker starts late
@@ -201,9 +185,7 @@ def _create_run(spec: Spec, tags: dict[str, str], context: RunContext) -> tuple[
     context.run_id = run_id
     resolved = spec.resolved()
     client.log_dict(run_id, resolved, "spec.yaml")
-    params = [Param(k, v[:6000]) for k, v in flatten(resolved).items()]
-    for i in range(0, len(params), 100):
-        client.log_batch(run_id, params=params[i : i + 100])
+    runs.log_params(client, run_id, {k: v[:6000] for k, v in flatten(resolved).items()})
     return client, run_id
 
 
@@ -345,8 +327,6 @@ def _write_panels(folder: Path, state: _Run, context: RunContext, faces: bool = 
 def _finish(state: _Run, context: RunContext) -> None:
     """Store the final panels, table and metrics, then end the run: FINISHED, or FAILED
     with the reason when it diverged."""
-    from mlflow.entities import Metric, RunTag
-
     result = context.result
     size = context.model.input_size
     last = state.last_images
@@ -373,24 +353,20 @@ def _finish(state: _Run, context: RunContext) -> None:
         "judges": [json.dumps(judged.get(i, {})) for i in range(len(context.elements))],
     }
     client.log_table(run_id, table, artifact_file="candidates.json")
-    now = int(time.time() * 1000)
     best = result.best
-    final = [
-        Metric(f"final/{key}", float(np.mean(result.terms[key][best])), now, 0)
-        for key in ("distance", "cosine")
-    ]
+    final = {
+        f"final/{key}": float(np.mean(result.terms[key][best])) for key in ("distance", "cosine")
+    }
     # per target t: judge/<model>/<score>/t<t>, and over targets, the mean without suffix
     flats = [judging.flat(scores) for scores in result.judges]
     for key, mean in judging.means(result.judges).items():
-        final.append(Metric(key, mean, now, 0))
+        final[key] = mean
         if len(flats) > 1:
-            final += [
-                Metric(f"{key}/t{t}", f[key], now, 0) for t, f in enumerate(flats) if key in f
-            ]
-    tags = [RunTag("facerecon.stop_reason", result.stop_reason)]
+            final |= {f"{key}/t{t}": f[key] for t, f in enumerate(flats) if key in f}
+    tags = {"facerecon.stop_reason": result.stop_reason}
     if failure := result.failure:
-        tags.append(RunTag("facerecon.error", failure))
-    client.log_batch(run_id, metrics=final, tags=tags)
+        tags["facerecon.error"] = failure
+    runs.log_metrics(client, run_id, runs.rows(final), tags)
     client.set_terminated(run_id, "FAILED" if failure else "FINISHED")
 
 
@@ -518,7 +494,7 @@ def before_sweep(sweep) -> None:
         client.set_tag(resumed, "facerecon.sweep", tags["facerecon.sweep"])
         return
     try:
-        exp_id = _experiment_id(client, tracking_spec.experiment)
+        exp_id = runs.experiment_id(client, tracking_spec.experiment)
         run = client.create_run(exp_id, run_name=f"{sweep.spec.name} (sweep)", tags=tags)
     except Exception as error:  # the server refuses this account: one line, no variant runs
         raise tracking.refused(error, tracking_spec.experiment) or error from None

@@ -18,6 +18,7 @@ import numpy as np
 from facerecon import hookimpl
 from facerecon.core.context import RunContext
 from facerecon.faces.panels import grid
+from facerecon.tracking import runs
 from facerecon.tracking import store as tracking
 from facerecon.tracking.store import tracking_uri
 
@@ -94,12 +95,7 @@ def log_evaluation(evaluation: Evaluation, experiment: str, run_name: str) -> st
     import matplotlib.pyplot as plt
 
     client = tracking.client()
-    found = client.get_experiment_by_name(experiment)
-    exp_id = (
-        found.experiment_id
-        if found
-        else client.create_experiment(experiment, tags=tracking.EXPERIMENT_KIND)
-    )
+    exp_id = runs.experiment_id(client, experiment)
     tags = {"facerecon.kind": "evaluation", "facerecon.spec": evaluation.spec.name}
     if evaluation.iterative_run_id:
         tags["facerecon.iterative_run"] = evaluation.iterative_run_id
@@ -109,10 +105,13 @@ def log_evaluation(evaluation: Evaluation, experiment: str, run_name: str) -> st
             client.log_param(run_id, f"generator.{scores.label}", scores.source)
         client.log_param(run_id, "threshold", evaluation.threshold)
         client.log_dict(run_id, evaluation.spec.resolved(), "spec.yaml")
-        for row in evaluation.summary():
-            for key, value in row.items():
-                if isinstance(value, float) and np.isfinite(value):
-                    client.log_metric(run_id, f"{row['method']}/{key}", value)
+        metrics = {
+            f"{row['method']}/{key}": value
+            for row in evaluation.summary()
+            for key, value in row.items()
+            if isinstance(value, float) and np.isfinite(value)
+        }
+        runs.log_metrics(client, run_id, runs.rows(metrics))
         client.log_table(run_id, evaluation.table(), artifact_file="evaluation.json")
         client.log_table(run_id, evaluation.summary_columns(), artifact_file="summary.json")
         if evaluation.iterative is not None and evaluation.generators:
