@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,14 +65,21 @@ def sweep(
     address: str | None = None,
     pm: pluggy.PluginManager | None = None,
     track: bool | None = None,
+    only: Sequence[str] = (),
 ) -> SweepContext:
-    """Validate every variant of a sweep spec, then run them as child runs of one parent.
+    """Validate every variant of a sweep spec, then run them (or the ``only`` ones, by
+    name) as child runs of one parent.
 
     ``executor="ray"`` runs each variant as a Ray task (on the cluster at ``address``).
     """
     spec = spec if isinstance(spec, Spec) else load(spec)
     return run_sweep(
-        _tracked(spec, track), workers=workers, executor=executor, address=address, pm=pm
+        _tracked(spec, track),
+        workers=workers,
+        executor=executor,
+        address=address,
+        pm=pm,
+        only=only,
     )
 
 

@@ -133,10 +133,16 @@ def _run_reported(spec, track: bool | None, **sweep_options) -> None:
     help="Where variants run: local processes, or one Ray task each.",
 )
 @click.option("--address", help="Ray cluster address (ray executor; default: a local runtime).")
+@click.option("--variant", "variants", multiple=True, help="Run only this variant (repeatable).")
 @click.option("--no-track", is_flag=True, help="Do not log to MLflow.")
 @_friendly
 def sweep(
-    spec: str, workers: int | None, executor: str, address: str | None, no_track: bool
+    spec: str,
+    workers: int | None,
+    executor: str,
+    address: str | None,
+    variants: tuple[str, ...],
+    no_track: bool,
 ) -> None:
     """Run every variant of SPEC's `sweep` section as child runs of one MLflow run."""
     from facerecon import api
@@ -150,6 +156,7 @@ def sweep(
         workers=workers,
         executor=executor,
         address=address,
+        only=variants,
     )
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 
 import pytest
+import yaml
+from click.testing import CliRunner
 from mlflow import MlflowClient
 
 from facerecon import api, hookimpl
+from facerecon.cli import main
 from facerecon.core.errors import FaceReconError
 from facerecon.core.registry import failures, plugin_manager
 from facerecon.engine.sweep import expand
@@ -111,6 +114,26 @@ class Record:
     @hookimpl
     def after_sweep(self, sweep):
         self.calls.append("after_sweep")
+
+
+def test_only_the_named_variants_run_and_an_unknown_name_is_one_line(store, tmp_path):
+    spec_path = tmp_path / "sw.yaml"
+    sweep = {"variants": [{"name": n, "set": {"solver.lr": lr}} for n, lr in
+                          (("a", 0.01), ("b", 0.02), ("c", 0.03))]}  # fmt: skip
+    spec_path.write_text(yaml.safe_dump({**BASE, "sweep": sweep}))
+    ctx = api.sweep(spec_path, only=["c", "a"])
+    assert [o.name for o in ctx.outcomes] == ["a", "c"]  # the sweep's order, not the call's
+    assert [o.status for o in ctx.outcomes] == ["FINISHED", "FINISHED"]
+    client = MlflowClient(store)
+    children = client.search_runs(
+        [client.get_run(ctx.run_id).info.experiment_id],
+        f"tags.mlflow.parentRunId = '{ctx.run_id}'",
+    )
+    assert sorted(r.data.params["solver.lr"] for r in children) == ["0.01", "0.03"]
+    result = CliRunner().invoke(main, ["sweep", str(spec_path), "--variant", "bb"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert lines == ["error: --variant 'bb': no such variant (variants: a, b, c); did you mean b?"]
 
 
 def test_in_process_sweep_with_a_failing_variant(store, tmp_path):

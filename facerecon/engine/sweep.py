@@ -11,6 +11,7 @@ import copy
 import difflib
 import itertools
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import pluggy
@@ -140,6 +141,20 @@ def _run_variants(engine: Executor, context: SweepContext, pm: pluggy.PluginMana
         pm.hook.after_sweep(sweep=context)
 
 
+def select(variants: list[Variant], names: Sequence[str]) -> list[Variant]:
+    """The variants named (all when ``names`` is empty), in the sweep's order; an unknown
+    name is one line with the names there are and the closest."""
+    known = [v.name for v in variants]
+    for name in names:
+        if name not in known:
+            near = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            raise FaceReconError(
+                f"--variant {name!r}: no such variant (variants: {', '.join(known)}){hint}"
+            )
+    return [v for v in variants if not names or v.name in names]
+
+
 def run_sweep(
     spec: Spec,
     *,
@@ -148,14 +163,15 @@ def run_sweep(
     address: str | None = None,
     pm: pluggy.PluginManager | None = None,
     variants: list[Variant] | None = None,
+    only: Sequence[str] = (),
     run_id: str | None = None,
     tags: dict[str, str] | None = None,
 ) -> SweepContext:
     """Validate every variant, then run them all; returns every outcome, in variant order.
 
     ``variants`` replaces the spec's own ``sweep`` section (an attack evaluation makes one
-    per identity); ``run_id`` is a tracking run to resume as the sweep's, ``tags`` go on the
-    sweep's tracking run.
+    per identity); ``only`` names the variants to run (all if empty); ``run_id`` is a
+    tracking run to resume as the sweep's; ``tags`` go on the sweep's tracking run.
 
     ``executor`` is ``local`` (this process, or ``workers`` spawned processes) or ``ray``
     (one Ray task per variant, on the cluster at ``address`` or a local Ray runtime).
@@ -163,7 +179,7 @@ def run_sweep(
     """
     pm = pm or plugin_manager()
     engine = executor_for(executor, workers=workers, address=address, spec=spec)
-    variants = expand(spec) if variants is None else variants
+    variants = select(expand(spec) if variants is None else variants, only)
     with engine:
         context = SweepContext(
             spec, variants, executor=engine.description, run_id=run_id, tags=dict(tags or {})
