@@ -146,10 +146,12 @@ def sweep(
 ) -> None:
     """Run every variant of SPEC's `sweep` section as child runs of one MLflow run."""
     from facerecon import api
+    from facerecon.engine.sweep import expand, select
 
     (validated,) = api.validate(spec)
     if validated.sweep is None:
         raise FaceReconError(f"{spec}: no `sweep` section; use `facerecon run` for one run")
+    select(expand(validated), variants)  # an unknown --variant before anything loads
     _run_reported(
         validated,
         False if no_track else None,
