@@ -15,6 +15,8 @@ from facerecon.core.context import Variant, VariantOutcome
 def run_variant(variant: Variant, parent_run_id: str | None) -> VariantOutcome:
     """Run one variant (in this process or a worker) and summarize it; never raises on a
     failed run, so one variant's failure leaves the others alone."""
+    # here, not at the top: the executors import this module, and expanding or validating a
+    # sweep must not import TensorFlow
     from facerecon.engine.runner import models_built, run
 
     spec = variant.spec
@@ -38,7 +40,7 @@ def run_variant(variant: Variant, parent_run_id: str | None) -> VariantOutcome:
         result = run(spec)
     except Exception as exc:
         return outcome("FAILED", error=f"{type(exc).__name__}: {exc}")
-    from facerecon.judges.scoring import means
+    from facerecon.judges.scoring import means  # TensorFlow too, as above
 
     best = result.best
     return outcome(

@@ -13,6 +13,7 @@ import skimage.io
 
 from facerecon import __version__
 from facerecon.core.errors import FaceReconError
+from facerecon.evaluation.attack_report import tables
 from facerecon.evaluation.tables import markdown
 from facerecon.faces.panels import labelled_grid
 from facerecon.tracking.store import client as tracking_client
@@ -188,8 +189,6 @@ def report(experiment: str, folder: str | Path | None = None, *, log: bool = Tru
 
 def _attack_tables(client, experiment_id: str, out: Path) -> None:
     """``attack-<run>.md``: the tables of each attack evaluation of the experiment."""
-    from facerecon.evaluation.attack_report import tables
-
     attacks = client.search_runs([experiment_id], "tags.`facerecon.kind` = 'attack'")
     for run in attacks:
         if not any(a.path == "attack.json" for a in client.list_artifacts(run.info.run_id)):
