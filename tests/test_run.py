@@ -186,7 +186,7 @@ def test_a_layer_the_model_cannot_tap_is_one_line_before_the_run(tmp_path):
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == (
         "error: loss.regularizers[1]: tiny has no layer 'conv_2' to tap "
-        "(tappable: pixels, conv1, conv2, pool); did you mean conv2, conv1?"
+        "(tappable: pixels, conv1, conv2, pool) (did you mean 'conv2' or 'conv1'?)"
     )
 
 

@@ -133,7 +133,9 @@ def test_only_the_named_variants_run_and_an_unknown_name_is_one_line(store, tmp_
     result = CliRunner().invoke(main, ["sweep", str(spec_path), "--variant", "bb"])
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
-    assert lines == ["error: --variant 'bb': no such variant (variants: a, b, c); did you mean b?"]
+    assert lines == [
+        "error: --variant 'bb': no such variant (variants: a, b, c) (did you mean 'b'?)"
+    ]
 
 
 def test_in_process_sweep_with_a_failing_variant(store, tmp_path):

@@ -8,7 +8,6 @@ model once and reuses it. A variant that fails is recorded and the sweep goes on
 from __future__ import annotations
 
 import copy
-import difflib
 import itertools
 import re
 from collections.abc import Sequence
@@ -17,7 +16,7 @@ from typing import Any
 import pluggy
 
 from facerecon.core.context import SweepContext, Variant, VariantOutcome
-from facerecon.core.errors import FaceReconError
+from facerecon.core.errors import FaceReconError, did_you_mean
 from facerecon.core.registry import plugin_manager
 from facerecon.core.spec import Spec
 from facerecon.engine.executors import Executor, executor_for
@@ -69,8 +68,7 @@ def set_path(data: dict[str, Any], path: str, value: Any) -> None:
             raise KeyError(last)
         node[last] = value
     except (ValueError, KeyError, IndexError, TypeError):
-        near = difflib.get_close_matches(path, _paths(data), n=3, cutoff=0.6)
-        hint = f" (did you mean {' or '.join(repr(n) for n in near)}?)" if near else ""
+        hint = did_you_mean(path, _paths(data))
         raise FaceReconError(f"sweep: key path {path!r} does not exist in the spec{hint}") from None
 
 
@@ -147,8 +145,7 @@ def select(variants: list[Variant], names: Sequence[str]) -> list[Variant]:
     known = [v.name for v in variants]
     for name in names:
         if name not in known:
-            near = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            hint = did_you_mean(name, known, cutoff=0.5)
             raise FaceReconError(
                 f"--variant {name!r}: no such variant (variants: {', '.join(known)}){hint}"
             )

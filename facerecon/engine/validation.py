@@ -5,14 +5,13 @@ close matches.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from facerecon.core.errors import FaceReconError
+from facerecon.core.errors import FaceReconError, did_you_mean
 from facerecon.core.registry import Registry, failures, registry
 from facerecon.core.spec import HOST_KEYS, RESERVED_LABELS, Spec, term_labels
 
@@ -33,11 +32,7 @@ def _path(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def _close(value: Any, choices: list[str]) -> str:
-    if not isinstance(value, str):
-        return ""
-    near = difflib.get_close_matches(value, choices, n=3, cutoff=0.6)
-    return f" (did you mean {' or '.join(repr(n) for n in near)}?)" if near else ""
+_close = did_you_mean
 
 
 def _allowed_keys(model: type[BaseModel], extra: set[str] = frozenset()) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import difflib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ import numpy as np
 import skimage.io
 
 from facerecon import __version__
-from facerecon.core.errors import FaceReconError
+from facerecon.core.errors import FaceReconError, did_you_mean
 from facerecon.evaluation.attack_report import tables
 from facerecon.evaluation.tables import markdown
 from facerecon.faces.panels import labelled_grid
@@ -114,8 +113,7 @@ def report(experiment: str, folder: str | Path | None = None, *, log: bool = Tru
     found = client.get_experiment_by_name(experiment)
     if found is None:
         names = [e.name for e in client.search_experiments()]
-        near = difflib.get_close_matches(experiment, names, n=3, cutoff=0.5)
-        hint = f" (did you mean {' or '.join(repr(n) for n in near)}?)" if near else ""
+        hint = did_you_mean(experiment, names, cutoff=0.5)
         raise FaceReconError(
             f"experiment {experiment!r} not found in {tracking_uri()}; "
             f"experiments: {', '.join(sorted(names)) or 'none'}{hint}"

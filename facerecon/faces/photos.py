@@ -13,7 +13,6 @@ A folder names its images, a video file (or animated GIF) its frames.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -24,7 +23,7 @@ import skimage.io
 import skimage.transform
 
 from facerecon.core.cache import cached_array
-from facerecon.core.errors import FaceReconError
+from facerecon.core.errors import FaceReconError, did_you_mean
 from facerecon.core.kinds import FaceModel
 from facerecon.faces import datasets
 from facerecon.faces.datasets import IMAGE_SUFFIXES
@@ -92,8 +91,7 @@ def builtin_known(name: str) -> bool:
 
 def unknown_builtin(name: str) -> str:
     """The error line for a ``builtin:`` name that is none of them, with close matches."""
-    near = difflib.get_close_matches(name, BUILTINS, n=2, cutoff=0.5)
-    hint = f" (did you mean {' or '.join(repr(n) for n in near)}?)" if near else ""
+    hint = did_you_mean(name, BUILTINS, n=2, cutoff=0.5)
     return (
         f"builtin:{name}: no such built-in face; choose from {', '.join(BUILTINS)} "
         f"(lfw/<i> with i in 0..99, {datasets.index_ranges()}){hint}"

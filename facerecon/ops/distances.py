@@ -3,6 +3,8 @@ both sides), and the weighted per-layer distance of activations."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import tensorflow as tf
 from pydantic import Field
 
@@ -33,3 +35,12 @@ def layer_distance(
         axes = list(range(1, diff.shape.rank))
         total += weight * tf.reduce_mean(tf.pow(diff + 1e-12, r), axis=axes)
     return total
+
+
+def layer_weights() -> Any:
+    """The pydantic field of a regularizer's ``layers``: layer name -> weight, at least one."""
+    return Field(
+        default_factory=lambda: {"pixels": 1.0},
+        description="layer name -> weight; `pixels` is the image itself",
+        min_length=1,
+    )

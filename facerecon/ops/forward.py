@@ -3,14 +3,13 @@ compiled step or in chunks over numpy arrays; tap names checked before anything 
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from facerecon.core.errors import FaceReconError
+from facerecon.core.errors import FaceReconError, did_you_mean
 from facerecon.core.kinds import FaceModel
 
 PIXELS = "pixels"
@@ -21,8 +20,7 @@ def check_taps(model: FaceModel, taps: Sequence[str], where: str) -> None:
     valid = [PIXELS, *model.tap_layers()]
     for name in taps:
         if name not in valid:
-            near = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
-            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            hint = did_you_mean(name, valid)
             raise FaceReconError(
                 f"{where}: {model.name} has no layer {name!r} to tap "
                 f"(tappable: {', '.join(valid)}){hint}"

@@ -16,6 +16,7 @@ from pydantic import Field
 from facerecon import Params, Regularizer, hookimpl
 from facerecon.core.errors import FaceReconError
 from facerecon.core.kinds import PrepareContext
+from facerecon.ops.distances import layer_weights
 
 
 class GaussianPrior(Regularizer):
@@ -24,11 +25,7 @@ class GaussianPrior(Regularizer):
     name = "gaussian"
 
     class Params(Params):
-        layers: dict[str, float] = Field(
-            default_factory=lambda: {"pixels": 1.0},
-            description="layer name -> weight; `pixels` is the image itself",
-            min_length=1,
-        )
+        layers: dict[str, float] = layer_weights()
         nu: float = Field(0.1, gt=0, description="smoothing of Eq. 5")
         images: str = Field("builtin:lfw", description="the face collection")
         align: bool = Field(False, description="detect and align faces of the collection")

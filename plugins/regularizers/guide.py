@@ -13,7 +13,7 @@ from pydantic import Field
 
 from facerecon import Params, Regularizer, hookimpl
 from facerecon.core.kinds import PrepareContext
-from facerecon.ops.distances import layer_distance
+from facerecon.ops.distances import layer_distance, layer_weights
 
 
 class Guide(Regularizer):
@@ -22,11 +22,7 @@ class Guide(Regularizer):
     name = "guide"
 
     class Params(Params):
-        layers: dict[str, float] = Field(
-            default_factory=lambda: {"pixels": 1.0},
-            description="layer name -> weight; `pixels` is the image itself",
-            min_length=1,
-        )
+        layers: dict[str, float] = layer_weights()
         r: float = Field(2.0, gt=0, description="the exponent of the l_r distance")
 
     def taps(self) -> Sequence[str]:

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Protocol
 
-from facerecon.core.errors import FaceReconError
+from facerecon.core.errors import FaceReconError, did_you_mean
 
 if TYPE_CHECKING:
     from facerecon.core.context import Variant, VariantOutcome
@@ -62,8 +61,7 @@ def executor_for(name: str, *, workers: int | None, address: str | None, spec: S
 
         experiment = spec.tracking.experiment if spec.tracking.enabled else None
         return RayExecutor(address, resources.cpus, resources.gpus, experiment)
-    near = difflib.get_close_matches(name, EXECUTORS, n=1)
-    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    hint = did_you_mean(name, EXECUTORS, n=1)
     raise FaceReconError(f"executor {name!r}: choose one of {', '.join(EXECUTORS)}{hint}")
 
 
