@@ -133,7 +133,7 @@ def _finished(
         return None, done
     found = client.search_runs(
         [experiment.experiment_id],
-        f"tags.`facerecon.evaluation.attack` = '{evaluation}'",
+        f"tags.`facerecon.attack` = '{evaluation}'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
