@@ -19,11 +19,7 @@ from facerecon.core.cache import cached_arrays
 from facerecon.core.errors import FaceReconError
 from facerecon.core.kinds import FaceModel
 from facerecon.faces import photos as faces
-from facerecon.ops.forward import forward_for
-
-
-def _unit(rows: np.ndarray) -> np.ndarray:
-    return rows / np.linalg.norm(rows, axis=-1, keepdims=True)
+from facerecon.faces.embedding import embed_stream, unit
 
 
 def collection_index(
@@ -33,25 +29,18 @@ def collection_index(
     source}`` for every image with a face; cached for built-in collections."""
 
     def compute() -> dict[str, np.ndarray]:
-        # embedded 32 at a time as the photos stream by: a large folder never sits in memory
-        forward, pending, rows, numbers = forward_for(model), [], [], []
-        for number, image in enumerate(faces.each_image(source, base_dir)):
-            try:
-                pending.append(faces.chip(model, image, align, source)[0])
-            except FaceReconError:
-                continue
-            numbers.append(number)
-            if len(pending) == 32:
-                rows.append(forward.numpy(np.stack(pending))[0])
-                pending = []
-        if pending:
-            rows.append(forward.numpy(np.stack(pending))[0])
-        if not rows:
+        # embedded as the photos stream by: a large folder never sits in memory
+        def chips():
+            for image in faces.each_image(source, base_dir):
+                try:
+                    yield faces.chip(model, image, align, source)[0]
+                except FaceReconError:
+                    yield None
+
+        rows, numbers = embed_stream(model, chips())
+        if not numbers:
             raise FaceReconError(f"{source}: no face found by {model.name} in any of its images")
-        return {
-            "embeddings": _unit(np.concatenate(rows)).astype(np.float32),
-            "images": np.array(numbers),
-        }
+        return {"embeddings": rows, "images": np.array(numbers)}
 
     if not source.startswith("builtin:"):
         return compute()
@@ -75,7 +64,7 @@ def nearest(
 ) -> list[np.ndarray]:
     """Per template, the rows of the ``k`` embeddings closest in cosine among those below
     ``below`` (closest first)."""
-    cosines = _unit(np.asarray(templates, np.float64)) @ embeddings.T.astype(np.float64)
+    cosines = unit(np.asarray(templates, np.float64)) @ embeddings.T.astype(np.float64)
     picks = []
     for row in cosines:
         allowed = np.flatnonzero(row < below)

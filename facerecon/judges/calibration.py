@@ -26,10 +26,9 @@ from facerecon.core.errors import FaceReconError
 from facerecon.core.kinds import FaceModel
 from facerecon.faces import datasets
 from facerecon.faces import photos as faces
+from facerecon.faces.embedding import embed_stream, unit
 
 RATES = ("1e-2", "1e-3")
-#: photos embedded per forward call (bounds memory: only chips of one chunk are held)
-CHUNK = 64
 
 
 def threshold_at(impostor: np.ndarray, rate: str) -> float:
@@ -51,9 +50,8 @@ def share_at_least(cosines: np.ndarray, t: float) -> float:
 
 def pair_cosines(embeddings: np.ndarray, identities: Sequence[str]) -> tuple[np.ndarray, ...]:
     """(impostor, genuine) cosines over every unordered pair of L2-normalized rows."""
-    unit = np.asarray(embeddings, np.float64)
-    unit = unit / np.linalg.norm(unit, axis=1, keepdims=True)
-    cosines = unit @ unit.T
+    rows = unit(np.asarray(embeddings, np.float64))
+    cosines = rows @ rows.T
     labels = np.asarray(identities, dtype=object)
     i, j = np.triu_indices(len(labels), k=1)
     same = labels[i] == labels[j]
@@ -107,24 +105,17 @@ def embed_photos(
 ) -> tuple[np.ndarray, list[str], list[Path]]:
     """L2-normalized embeddings of the largest face of each photo, their identities, and the
     photos skipped because the model's detector found no face there."""
-    from facerecon.judges.scoring import embed
 
-    rows, identities, skipped, chips = [], [], [], []
-    for photo in photos:
-        found = model.align(faces.read_photo(photo.path))
-        if found:
-            chips.append(found[0].image.astype(np.float32))
-            identities.append(photo.identity)
-        else:
-            skipped.append(photo.path)
-        if len(chips) == CHUNK:
-            rows.append(embed(model, np.stack(chips)))
-            chips = []
-        step()
-    if chips:
-        rows.append(embed(model, np.stack(chips)))
-    width = model.embedding_size
-    return (np.concatenate(rows) if rows else np.zeros((0, width))), identities, skipped
+    def chips():
+        for photo in photos:
+            found = model.align(faces.read_photo(photo.path))
+            yield found[0].image if found else None
+
+    rows, kept = embed_stream(model, chips(), step)
+    chosen = set(kept)
+    identities = [p.identity for i, p in enumerate(photos) if i in chosen]
+    skipped = [p.path for i, p in enumerate(photos) if i not in chosen]
+    return rows, identities, skipped
 
 
 def calibrate(

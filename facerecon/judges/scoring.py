@@ -20,17 +20,8 @@ from facerecon.core.kinds import FaceModel
 from facerecon.core.registry import Registry
 from facerecon.core.spec import PluginRef, Spec
 from facerecon.faces import photos as faces
+from facerecon.faces.embedding import embed
 from facerecon.faces.neighbours import collection_index
-from facerecon.ops.forward import forward_for
-
-
-def _unit(rows: np.ndarray) -> np.ndarray:
-    return rows / np.maximum(np.linalg.norm(rows, axis=-1, keepdims=True), 1e-12)
-
-
-def embed(model: FaceModel, chips: np.ndarray) -> np.ndarray:
-    """L2-normalized embeddings of model-ready chips."""
-    return _unit(forward_for(model).numpy(np.asarray(chips, np.float32))[0])
 
 
 def _photo_chip(
