@@ -108,15 +108,18 @@ def write(
     """Sheets of each method (``images``: method -> person -> image) into
     ``folder/set<n>/sheet<k>.jpg``, methods numbered in a shuffled order; the key, methods
     and how people were grouped (``grouping``, see :func:`plan`) into ``key.json``, with
-    the evaluation's MLflow run (``run_id``), where scores are logged later."""
+    the evaluation's MLflow run (``run_id``), where scores are logged later. Rewriting the
+    same sheets keeps the sets of methods left out this time (see :func:`_codes`)."""
     sheets = plan(people, seed, similarity)
     entries = [{"letters": sh.letters, "numbers": sh.numbers, "key": sh.key()} for sh in sheets]
     codes = _codes(folder, entries, list(images), seed)
     key = {"grouping": grouping, "run_id": run_id, "people": people, "methods": {}}
     for method, code in codes.items():
+        key["methods"][f"set{code}"] = method
+        if method not in images:  # an earlier run's set of these same sheets: still valid
+            continue
         sub = folder / f"set{code}"
         sub.mkdir(parents=True, exist_ok=True)
-        key["methods"][f"set{code}"] = method
         for s, sheet in enumerate(sheets, 1):
             recon = [images[method][name] for name in sheet.letters]
             Image.fromarray(render(recon, [photos[n] for n in sheet.numbers])).save(
@@ -128,8 +131,10 @@ def write(
 
 def _codes(folder: Path, sheets: list[dict], methods: list[str], seed: int) -> dict[str, int]:
     """Each method's set number. A folder that already holds these sheets keeps its
-    methods' numbers, so observers' answers stay valid when methods are added; a line-up of
-    other sheets with answers is moved aside (``<folder>.replaced-<k>``), never lost."""
+    methods' numbers, so observers' answers stay valid when methods are added; methods of
+    the old key left out of ``methods`` keep theirs too (listed last), so that no later
+    method takes over their sheets and answers. A line-up of other sheets with answers is
+    moved aside (``<folder>.replaced-<k>``), never lost."""
     kept: dict[str, int] = {}
     path = folder / KEY_FILE
     if path.exists():
@@ -145,7 +150,8 @@ def _codes(folder: Path, sheets: list[dict], methods: list[str], seed: int) -> d
     free = [c for c in range(1, len(kept) + len(new) + 1) if c not in kept.values()]
     order = np.random.default_rng([seed, 1]).permutation(len(free))
     fresh = dict(zip(new, (free[i] for i in order[: len(new)]), strict=True))
-    return {m: kept.get(m, fresh.get(m)) for m in methods}
+    codes = {m: kept.get(m, fresh.get(m)) for m in methods}
+    return codes | {m: c for m, c in kept.items() if m not in codes}
 
 
 def _fixed_points(n: int) -> np.ndarray:
