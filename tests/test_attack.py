@@ -22,8 +22,10 @@ from facerecon.core.registry import plugin_manager
 from facerecon.engine.executors import local
 from facerecon.engine.validation import validate
 from facerecon.evaluation import attack
+from facerecon.faces import datasets
 from facerecon.faces import photos as faces
 
+from .conftest import CalibratedTiny
 from .tiny_model import TinyModel
 
 PEOPLE = {
@@ -126,8 +128,340 @@ def test_thresholds_and_success_rates_are_a_direct_count():
     assert judged.thresholds["1e-2"] == pytest.approx(ranked[7], abs=1e-12)
     assert np.sum(judged.impostor >= judged.thresholds["1e-2"]) == 7
     assert set(judged.thresholds) == {"1e-2"}  # 1e-3 would rest on fewer than 10 pairs
-    cosines = [0.1, 0.5, ranked[7] - 1e-9, ranked[6], 0.99]
-    assert attack.sar(cosines, judged.thresholds) == {"1e-2": 2 / 5}
+    t = judged.thresholds["1e-2"]
+    cosines = [0.1, 0.5, ranked[7] - 1e-9, ranked[6], 0.99, t]  # t itself reaches t
+    assert attack.sar(cosines, judged.thresholds) == {"1e-2": 3 / 6}
+
+
+def test_lfw_pairs_skip_blank_lines_and_take_a_header_only_on_the_first_line(tmp_path):
+    pairs = tmp_path / "pairs.txt"
+    photo = lambda name, n: tmp_path / name / f"{name}_{n:04d}.jpg"  # noqa: E731
+    pairs.write_text("obama 1 12\n\n   \nbiden 02 obama 3\n")
+    assert attack.read_pairs(pairs, tmp_path) == (
+        [(photo("obama", 1), photo("obama", 12))],
+        [(photo("biden", 2), photo("obama", 3))],
+    )
+    pairs.write_text("300\n1 2 3\n7 1 8 2\n")  # numbers as names after the header
+    assert attack.read_pairs(pairs, tmp_path) == (
+        [(photo("1", 2), photo("1", 3))],
+        [(photo("7", 1), photo("8", 2))],
+    )
+    pairs.write_text("obama 1 2\n\n  a 1 b 2 c  \n")
+    with pytest.raises(FaceReconError) as caught:
+        attack.read_pairs(pairs, tmp_path)
+    assert str(caught.value) == (
+        f"{pairs}:3: 'a 1 b 2 c': a pair is 'name i j' or 'name1 i name2 j'"
+    )
+
+
+def test_people_with_several_photos_come_first_then_by_name_up_to_the_limit(tmp_path):
+    def photo(name: str, n: int) -> datasets.LabelledPhoto:
+        return datasets.LabelledPhoto(tmp_path / f"{name}_{n}.png", name)
+
+    photos = [photo("d", 2), photo("a", 1), photo("c", 3), photo("b", 2), photo("d", 1)]
+    photos += [photo("c", 1), photo("b", 1), photo("c", 2), photo("e", 1), photo("e", 2)]
+    skipped = {tmp_path / "e_1.png": "unreadable", tmp_path / "f_1.png": "unreadable"}
+    people = attack.select(photos, skipped, None)
+    # b and d have two photos, c three, a one; e has one usable photo left
+    assert [(p.name, [q.name for q in p.photos]) for p in people] == [
+        ("b", ["b_1.png", "b_2.png"]),
+        ("c", ["c_1.png", "c_2.png", "c_3.png"]),
+        ("d", ["d_1.png", "d_2.png"]),
+        ("a", ["a_1.png"]),
+        ("e", ["e_2.png"]),
+    ]
+    assert [p.name for p in attack.select(photos, skipped, 4)] == ["b", "c", "d", "a"]
+    assert attack.select(photos, skipped, 0) == []
+    collection = attack.Collection("x", people[3:])
+    assert collection.type2 is False and collection.skipped == {} and collection.pairs is None
+    assert attack.Collection("x", people[2:]).type2 is True  # d's two photos
+
+
+def _calibrated(name: str, thresholds: dict[str, float]) -> attack.Calibrated:
+    # dyadic values, so that a cosine equal to a threshold is exactly equal
+    genuine = np.array([0.875, 0.5, 0.25, 0.75, 0.625])
+    impostor = np.array([0.125, 0.5, 0.25, 0.375, 0.0, -0.25])
+    return attack.Calibrated(name, thresholds, impostor, genuine)
+
+
+def _share(values: list[float], t: float) -> float:
+    return sum(1 for v in values if v >= t) / len(values) if values else math.nan
+
+
+def _same(row: dict, expected: dict) -> None:
+    assert row.keys() == expected.keys()
+    for key, value in expected.items():
+        if isinstance(value, float) and math.isnan(value):
+            assert math.isnan(row[key]), key
+        else:
+            assert row[key] == pytest.approx(value, abs=1e-12), key
+
+
+def _unit_rows(count: int, seed: int) -> np.ndarray:
+    rows = np.random.default_rng(seed).standard_normal((count, 8))
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def _threshold(impostor: list[float], rate: float) -> float:
+    """Just above the impostor score that ``rate`` of the pairs may reach, counted by hand."""
+    ranked = sorted(impostor, reverse=True)
+    return float(np.nextafter(ranked[math.floor(rate * len(ranked))], np.inf))
+
+
+def test_calibration_splits_a_collections_pairs_into_genuine_and_impostor_ones():
+    names = ["a", "b", "a", "c", "b", "a", "d", "e", "c"]
+    # a's photos close together, the others' far apart: genuine pairs on both sides
+    spread = np.array([0.1 if n == "a" else 3.0 for n in names])[:, None]
+    centres = dict(zip("abcde", _unit_rows(5, 1), strict=True))
+    rows = np.stack([centres[n] for n in names]) + spread * _unit_rows(9, 4)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    judged = attack.calibrate(TinyModel(TinyModel.Params()), attack.Embedded(rows, [], names))
+    pairs = [(i, j) for i in range(9) for j in range(i + 1, 9)]
+    genuine = [rows[i] @ rows[j] for i, j in pairs if names[i] == names[j]]
+    impostor = [rows[i] @ rows[j] for i, j in pairs if names[i] != names[j]]
+    assert len(genuine) == 5 and len(impostor) == 31
+    np.testing.assert_allclose(np.sort(judged.genuine), np.sort(genuine), atol=1e-12)
+    np.testing.assert_allclose(np.sort(judged.impostor), np.sort(impostor), atol=1e-12)
+    assert judged.thresholds == {"1e-2": pytest.approx(_threshold(impostor, 1e-2), abs=1e-12)}
+    assert judged.name == "tiny" and judged.source == "collection"
+    tar = sum(g >= judged.thresholds["1e-2"] for g in genuine) / len(genuine)
+    assert 0 < tar < 1 and judged.tar() == {"1e-2": pytest.approx(tar)}
+
+
+@pytest.mark.parametrize(("people", "rates"), [(141, {"1e-2"}), (142, {"1e-2", "1e-3"})])
+def test_a_rate_is_reported_once_ten_impostor_pairs_may_pass_its_threshold(people, rates):
+    rows = _unit_rows(people, 2)
+    names = [f"p{i}" for i in range(people)]
+    judged = attack.calibrate(TinyModel(TinyModel.Params()), attack.Embedded(rows, [], names))
+    impostor = (rows @ rows.T)[np.triu_indices(people, 1)].tolist()
+    # 141 people: 9870 pairs, 9 may pass at 1e-3; 142 people: 10011 pairs, 10 may
+    assert len(judged.impostor) == len(impostor) == people * (people - 1) // 2
+    assert set(judged.thresholds) == rates
+    for rate, t in judged.thresholds.items():
+        assert t == pytest.approx(_threshold(impostor, float(rate)), abs=1e-12)
+        assert np.sum(np.array(impostor) >= t) == math.floor(float(rate) * len(impostor))
+
+
+def test_a_pairs_file_gives_the_genuine_and_impostor_pairs_of_the_photos_found(tmp_path):
+    rows = _unit_rows(6, 3).astype(np.float32)
+    paths = [tmp_path / f"{k}.png" for k in range(6)]
+    embedded = attack.Embedded(rows, paths, list("aabbcc"))
+    lost = tmp_path / "lost.png"  # a photo the model found no face in
+    matched = [(paths[0], paths[1]), (paths[5], paths[4]), (paths[2], lost)]
+    mismatched = [
+        (paths[0], paths[2]),
+        (lost, paths[3]),
+        (paths[4], paths[1]),
+        (paths[3], paths[5]),
+    ]
+    model = TinyModel(TinyModel.Params())
+    judged = attack.calibrate(model, embedded, (matched, mismatched))
+    cos = rows.astype(np.float64) @ rows.T.astype(np.float64)
+    np.testing.assert_allclose(judged.genuine, [cos[0, 1], cos[5, 4]], atol=1e-6)
+    np.testing.assert_allclose(judged.impostor, [cos[0, 2], cos[4, 1], cos[3, 5]], atol=1e-6)
+    assert judged.genuine.dtype == judged.impostor.dtype == np.float64
+    top = max(cos[0, 2], cos[4, 1], cos[3, 5])  # 1e-2 of three pairs: none may pass
+    assert judged.thresholds == {"1e-2": pytest.approx(float(top), abs=1e-6)}
+    assert judged.thresholds["1e-2"] > judged.impostor.max() and judged.source == "collection"
+    # no mismatched pair among the photos found: the model's own thresholds, if it has them
+    lone = attack.calibrate(CalibratedTiny(), embedded, (matched, [(lost, paths[0])]))
+    assert lone.thresholds == {"1e-2": 0.99, "1e-3": 0.995} and lone.source == "thresholds.json"
+    assert lone.name == "tiny-calibrated" and lone.impostor.shape == (0,)
+    np.testing.assert_allclose(lone.genuine, [cos[0, 1], cos[5, 4]], atol=1e-6)
+    lone.thresholds["1e-2"] = 0.5  # a copy: the model's class attribute is left alone
+    assert CalibratedTiny.thresholds["1e-2"] == 0.99
+    none = attack.calibrate(CalibratedTiny(), embedded, ([], []))
+    assert none.genuine.shape == none.impostor.shape == (0,)
+    with pytest.raises(FaceReconError) as caught:
+        attack.calibrate(model, embedded, (matched, []))
+    assert str(caught.value) == (
+        "judge 'tiny': the collection gives no impostor pairs (photos of two or more people) "
+        "to set its thresholds, and the model has no calibrated ones"
+    )
+
+
+class DarkBlindTiny(TinyModel):
+    """The tiny network with a detector that finds no face in a dark photo."""
+
+    name = "tiny-dark"
+
+    def align(self, photo: np.ndarray) -> list:
+        return [] if photo.mean() < 0.05 else super().align(photo)
+
+
+def test_a_collection_is_embedded_once_and_its_unusable_photos_say_why(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACERECON_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "the people"  # a space: the reason is what follows the path's ": "
+    rng = np.random.default_rng(5)
+    # small noise photos: the tiny network needs no face, and they are quick to read
+    for name in ("obama/obama_0001", "obama/obama_0002", "biden/biden_0001"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        skimage.io.imsave(root / f"{name}.png", rng.integers(0, 256, (40, 40, 3), np.uint8))
+    dark = root / "dark" / "dark_0001.png"
+    dark.parent.mkdir()
+    skimage.io.imsave(dark, np.zeros((40, 40, 3), np.uint8))
+    broken, odd, long, plain, chosen = (
+        root / f"{n}.png" for n in ("broken", "odd", "long", "plain", "chosen")
+    )
+    broken.write_text("not an image")
+    skimage.io.imsave(chosen, np.full((40, 40, 3), 128, np.uint8))
+    original = faces.read_photo
+
+    def read_photo(path):
+        if path == odd:
+            raise FaceReconError(f"{path}: odd: first line\nsecond line")
+        if path == long:
+            raise FaceReconError(f"{path}: " + "x" * 200)
+        if path == plain:
+            raise FaceReconError("a reader's message without the path")
+        return original(path)
+
+    monkeypatch.setattr(faces, "read_photo", read_photo)
+    listed = [
+        ("obama", root / "obama" / "obama_0001.png"),
+        ("dark", dark),
+        ("broken", broken),
+        ("biden", root / "biden" / "biden_0001.png"),
+        ("odd", odd),
+        ("chosen", chosen),
+        ("long", long),
+        ("plain", plain),
+        ("obama", root / "obama" / "obama_0002.png"),
+    ]
+    photos = [datasets.LabelledPhoto(path, name) for name, path in listed]
+    model = DarkBlindTiny(DarkBlindTiny.Params())
+    skipped = {chosen: "left out"}
+    embedded = attack.embed_collection(model, photos, skipped)
+    found = [listed[k] for k in (0, 3, 8)]
+    assert embedded.paths == [p for _, p in found]
+    assert embedded.identities == ["obama", "biden", "obama"]
+    expected = np.stack([_embed(model, original(p)) for _, p in found])
+    np.testing.assert_allclose(embedded.rows, expected, atol=1e-5)
+    assert embedded.rows.dtype == np.float32
+    (kept,) = (tmp_path / "cache" / "embeddings").iterdir()
+    assert kept.name.startswith("tiny-dark-") and kept.suffix == ".npy"
+    np.testing.assert_array_equal(embedded.of([found[2][1], found[0][1]]), embedded.rows[[2, 0]])
+    unreadable = str(pytest.raises(FaceReconError, original, broken).value)
+    assert skipped == {
+        chosen: "left out",
+        dark: "no face found by tiny-dark",
+        broken: unreadable.removeprefix(f"{broken}: ")[:120],
+        odd: "odd: first line",
+        long: "x" * 120,
+        plain: "a reader's message without the path",
+    }
+    assert skipped[broken].startswith("not a readable image (")
+    # the second time the embeddings come from the cache, until a photo file changes
+    monkeypatch.setattr(attack.calibration, "embed_photos", None)
+    again = attack.embed_collection(model, photos, {chosen: "left out"})
+    assert again.paths == embedded.paths
+    np.testing.assert_array_equal(again.rows, embedded.rows)
+    skimage.io.imsave(dark, np.full((40, 40, 3), 200, np.uint8))
+    with pytest.raises(TypeError):
+        attack.embed_collection(model, photos, {chosen: "left out"})
+
+
+def test_success_rates_count_each_type_at_or_above_every_threshold_of_each_judge():
+    judges = [
+        _calibrated("tiny", {"1e-2": 0.5, "1e-3": 0.75}),
+        _calibrated("other", {"1e-2": 0.25}),
+    ]
+    scores = [
+        {
+            "tiny": {"type1": 0.5, "type2": [0.25, 0.875], "type2_mean": 0.5625},
+            "other": {"type1": 0.125, "type2": [0.375]},
+            "det": {"face": True, "score": 0.9},
+        },
+        {
+            "tiny": {"type1": 0.375, "type2": [0.75]},
+            "other": {"type1": 0.875},
+            "det": {"face": False},
+        },
+        {"tiny": {"type1": 0.875, "type2": [0.125, 0.625]}, "det": {"face": True}},
+        {"tiny": {"type2": [0.0]}, "other": {}},  # no type-I reference, no detector verdict
+    ]
+    rows = attack.method_rows("iterative", scores, judges, "tiny", "det", 2.5)
+    # per judge, the type-I and type-II cosines listed by hand from the scores above
+    type1 = {"tiny": [0.5, 0.375, 0.875], "other": [0.125, 0.875]}
+    type2 = {"tiny": [0.25, 0.875, 0.75, 0.125, 0.625, 0.0], "other": [0.375]}
+    assert [r["judge"] for r in rows] == ["tiny", "other"]
+    for row, judge in zip(rows, judges, strict=True):
+        one, two = type1[judge.name], type2[judge.name]
+        _same(
+            row,
+            {
+                "method": "iterative",
+                "judge": judge.name,
+                "setting": "white-box" if judge.name == "tiny" else "transfer",
+                "people": len(one),
+                "comparisons_type2": len(two),
+                **{f"sar1@{r}": _share(one, t) for r, t in judge.thresholds.items()},
+                **{f"sar2@{r}": _share(two, t) for r, t in judge.thresholds.items()},
+                "mean_type1": sum(one) / len(one),
+                "mean_type2": sum(two) / len(two),
+                "face_rate": 2 / 3,
+                "seconds_per_template": 2.5,
+            },
+        )
+    # the counts are strictly between 0 and 1 and differ between the types and the rates
+    assert rows[0]["sar1@1e-2"] == 2 / 3 and rows[0]["sar1@1e-3"] == 1 / 3
+    assert rows[0]["sar2@1e-2"] == 3 / 6 and rows[0]["sar2@1e-3"] == 2 / 6
+    assert rows[1]["sar1@1e-2"] == 1 / 2 and rows[1]["sar2@1e-2"] == 1.0
+
+
+def test_a_method_without_scores_detector_or_timing_reports_nan_rates(recwarn):
+    judges = [_calibrated("tiny", {"1e-2": 0.5})]
+    scores = [{"tiny": {"type1": 0.75}, "det": {"face": True}}, {"other": {"type1": 0.5}}]
+    (row,) = attack.method_rows("baseline", scores, judges, "another", None, None)
+    assert row["setting"] == "transfer"
+    assert row["people"] == 1 and row["comparisons_type2"] == 0
+    assert row["sar1@1e-2"] == 1.0 and row["mean_type1"] == 0.75
+    for key in ("sar2@1e-2", "mean_type2", "face_rate", "seconds_per_template"):
+        assert math.isnan(row[key]), key
+    (row,) = attack.method_rows("baseline", scores[1:], judges, "tiny", "det", 0.0)
+    assert row["people"] == 0 and row["seconds_per_template"] == 0.0
+    for key in ("sar1@1e-2", "mean_type1", "face_rate"):
+        assert math.isnan(row[key]), key
+    assert not recwarn.list  # no mean of an empty list is taken
+
+
+def test_true_accept_rates_count_the_real_photos_genuine_pairs_at_or_above_each_threshold(
+    recwarn,
+):
+    judge = _calibrated("tiny", {"1e-2": 0.5, "1e-3": 0.75})
+    lone = attack.Calibrated("lone", {"1e-2": 0.25}, np.zeros(0), np.zeros(0), "thresholds.json")
+    genuine, impostor = [0.875, 0.5, 0.25, 0.75, 0.625], [0.125, 0.5, 0.25, 0.375, 0.0, -0.25]
+    assert judge.tar() == {"1e-2": 4 / 5, "1e-3": 2 / 5}
+    first, second = attack.reference_rows([judge, lone])
+    _same(
+        first,
+        {
+            "judge": "tiny",
+            "impostor_pairs": 6,
+            "genuine_pairs": 5,
+            "threshold@1e-2": 0.5,
+            "threshold@1e-3": 0.75,
+            "tar@1e-2": _share(genuine, 0.5),
+            "tar@1e-3": _share(genuine, 0.75),
+            "mean_genuine": sum(genuine) / 5,
+            "mean_impostor": sum(impostor) / 6,
+            "thresholds_from": "collection",
+        },
+    )
+    _same(
+        second,
+        {
+            "judge": "lone",
+            "impostor_pairs": 0,
+            "genuine_pairs": 0,
+            "threshold@1e-2": 0.25,
+            "tar@1e-2": math.nan,
+            "mean_genuine": math.nan,
+            "mean_impostor": math.nan,
+            "thresholds_from": "thresholds.json",
+        },
+    )
+    assert not recwarn.list  # no mean of an empty list is taken
 
 
 def test_an_attack_reports_white_box_and_transfer_rates_and_resumes(collection, store):
@@ -154,6 +488,11 @@ def test_an_attack_reports_white_box_and_transfer_rates_and_resumes(collection, 
         (reference,) = [j for j in data["judges"] if j["judge"] == model.name]
         assert reference["impostor_pairs"] == len(impostor) == 11 * 10 // 2 - 3
         assert reference["threshold@1e-2"] == pytest.approx(threshold, abs=1e-6)
+        # the true-accept rate: Obama's three photos give the only genuine pairs
+        genuine = [a @ b for i, (n, a) in enumerate(flat) for m, b in flat[i + 1 :] if n == m]
+        assert reference["genuine_pairs"] == len(genuine) == 3
+        assert reference["tar@1e-2"] == pytest.approx(np.mean(np.array(genuine) >= threshold))
+        assert reference["mean_genuine"] == pytest.approx(np.mean(genuine), abs=1e-5)
         # the reconstructions, judged here from their images
         type1, type2 = [], []
         for name in data["people"]:

@@ -180,15 +180,21 @@ def test_weights_folder_from_param_or_environment(
 
 
 def test_network_is_the_graph_behind_bgr_mean_preprocessing(face_model: Faceres, net):
-    from facerecon.graphs.tfjs import load_graph_model
+    # The reference is TensorFlow itself running faceres's GraphDef, weights decoded apart
+    # from the reader: neither the preprocessing nor any op goes through facerecon's code.
+    from tests.test_tfjs import tensorflow_runs
 
     images = np.random.default_rng(3).uniform(0, 1, (2, 224, 224, 3)).astype(np.float32)
-    graph = load_graph_model(face_model.weights_path(), ["global_pooling/Mean"])
-    raw = images[..., ::-1] * 255.0 - VGGFACE2_MEAN_BGR
-    (expected,) = graph.run({"input_1": raw}, ["global_pooling/Mean"])
+    bgr = images[..., ::-1] * 255.0 - VGGFACE2_MEAN_BGR
+    rgb = images * 255.0 - VGGFACE2_MEAN_BGR[::-1]  # the same images, channels not swapped
+    (expected,) = tensorflow_runs(
+        face_model.weights_path(), {"input_1": np.concatenate([bgr, rgb])}, ["global_pooling/Mean"]
+    )
     out = np.asarray(net(images))
     assert out.shape == (2, 1024)
-    np.testing.assert_allclose(out, expected.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out, expected[:2], rtol=1e-4, atol=1e-5)
+    # The channel order shows: unswapped input lands far outside that tolerance.
+    assert np.abs(expected[2:] - expected[:2]).max() > 100 * (1e-5 + 1e-4 * np.abs(out).max())
 
 
 def test_tap_layers(face_model: Faceres, net):

@@ -21,7 +21,8 @@ from facerecon.core.errors import FaceReconError
 from facerecon.core.registry import plugin_manager
 from facerecon.engine.validation import validate
 from facerecon.faces import photos as faces
-from facerecon_plugins.solvers.feedforward import store
+from facerecon_plugins.solvers.feedforward import store, training
+from facerecon_plugins.solvers.feedforward.checkpoint import Checkpoints
 from facerecon_plugins.solvers.feedforward.frames import pose_sequence, write_frames
 from facerecon_plugins.solvers.feedforward.generator import (
     Generator,
@@ -29,10 +30,16 @@ from facerecon_plugins.solvers.feedforward.generator import (
     smooth_kernel,
 )
 from facerecon_plugins.solvers.feedforward.inference import generate
-from facerecon_plugins.solvers.feedforward.sampling import EmbeddingSampler
-from facerecon_plugins.solvers.feedforward.training import phases
+from facerecon_plugins.solvers.feedforward.sampling import EmbeddingSampler, PhotoSampler
+from facerecon_plugins.solvers.feedforward.training import (
+    Settings,
+    Trainer,
+    distinct,
+    metric_name,
+    phases,
+)
 
-from . import tiny_model
+from . import experiments, tiny_model
 from .experiments import validated
 
 # Keras's own model saving (any model) trips this numpy 2 deprecation; not ours to fix.
@@ -211,6 +218,311 @@ def test_guides_take_turns_in_the_training_batch():
     layouts = phases(np.concatenate([guides, guides[:2]]), batch=3)  # per-element, repeats
     assert [g[:, 0, 0, 0].tolist() for g in layouts] == [[0, 1, 2], [3, 4, 0]]
     assert phases(None, 4) == [None]
+    # fewer guides than a batch: one phase, cycled; as many as two batches: two phases
+    assert [g[:, 0, 0, 0].tolist() for g in phases(guides[:2], 5)] == [[0, 1, 0, 1, 0]]
+    assert [g[:, 0, 0, 0].tolist() for g in phases(guides[:4], 2)] == [[0, 1], [2, 3]]
+
+
+def test_distinct_guides_come_in_the_order_of_their_first_use():
+    guides = np.zeros((4, 2, 2, 3), np.float32)
+    guides[:, 1, 0, 2] = [2, 0, 3, 1]  # they differ in one value only
+    per_element = guides[[0, 1, 0, 2, 3, 1, 2]]
+    np.testing.assert_array_equal(distinct(per_element), guides)
+    np.testing.assert_array_equal(distinct(guides[[3, 3, 1]]), guides[[3, 1]])
+
+
+def test_the_rate_in_force_is_the_last_drop_at_or_before_the_step():
+    settings = Settings(10, 1, 0.1, 0, 1, 1, lr_drops={7: 0.001, 3: 0.01})
+    assert [settings.lr_at(t) for t in range(10)] == [0.1] * 3 + [0.01] * 4 + [0.001] * 3
+    plain = Settings(10, 1, 0.1, 0, 1, 1)
+    assert [plain.lr_at(t) for t in (0, 9)] == [0.1, 0.1]
+    assert (plain.guide_weight, plain.photo_weight, plain.photo_layers, plain.lr_drops) == (
+        0.0,
+        0.0,
+        {},
+        {},
+    )
+
+
+def test_distance_and_cosine_keep_their_names_in_logs_and_the_other_terms_are_losses():
+    names = [metric_name(k) for k in ("distance", "cosine", "total", "tv", "cosines")]
+    assert names == ["distance", "cosine", "loss/total", "loss/tv", "loss/cosines"]
+
+
+# ---- the training loop, on a stand-in objective ------------------------------------------
+
+FACES = np.random.default_rng(3).normal(1.0, 2.0, size=(40, 16))  # embeddings to sample around
+TARGETS = np.random.default_rng(4).normal(size=(2, 16)).astype(np.float32)
+SEED, BATCH, LR = 5, 3, 0.01
+
+
+class Clock:
+    """A stand-in objective whose terms have closed forms: ``pull`` draws every image to a
+    dark grey, ``embedding`` is each target's mean (in training, the sampled embedding's) and
+    ``clock`` the step, read from the step's seed (-1 in the probes, which have none).
+    ``pull`` weighs 1 + step, and infinitely much at step ``blow_up_at``."""
+
+    labels = ["pull"]
+    guides = None
+    model = None
+
+    def __init__(self, blow_up_at: int | None = None) -> None:
+        self.targets = tf.constant(TARGETS)
+        self.blow_up_at = blow_up_at
+
+    def for_batch(self, size: int, guides: np.ndarray | None) -> Clock:
+        return self
+
+    def weights_at(self, step: int) -> np.ndarray:
+        return np.array([math.inf if step == self.blow_up_at else 1.0 + step], np.float32)
+
+    def step_seed(self, step: int) -> np.ndarray:
+        return np.array([7, step], np.int32)
+
+    def __call__(self, images, weights, targets=None, seed=None) -> dict[str, tf.Tensor]:
+        targets = self.targets if targets is None else targets
+        pull = tf.reduce_mean(tf.square(images - 0.2), axis=[1, 2, 3])
+        clock = tf.zeros_like(pull) + (-1.0 if seed is None else tf.cast(seed[1], tf.float32))
+        return {
+            "total": weights[0] * pull,
+            "embedding": tf.reduce_mean(targets, axis=1),
+            "pull": pull,
+            "clock": clock,
+            "distance": clock + 0.5,
+            "cosine": -clock,
+        }
+
+
+class Ticks:
+    """Stands in for the training module's ``time``: a clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+class Drawing:
+    """A sampler whose draws take ``seconds`` of a ``Ticks`` clock, or raise
+    KeyboardInterrupt at the draw of step ``interrupt_at``."""
+
+    def __init__(self, sampler, clock=None, seconds=0.0, interrupt_at=None) -> None:
+        self.sampler, self.clock, self.seconds = sampler, clock, seconds
+        self.mean, self.variance = sampler.mean, sampler.variance
+        self.draws, self.interrupt_at = 0, interrupt_at
+
+    def draw(self, rng, n):
+        if self.draws == self.interrupt_at:
+            raise KeyboardInterrupt
+        self.draws += 1
+        if self.clock is not None:
+            self.clock.now += self.seconds
+        return self.sampler.draw(rng, n)
+
+
+def embeddings() -> EmbeddingSampler:
+    return EmbeddingSampler("gaussian", FACES)
+
+
+def untrained(sampler) -> Generator:
+    return Generator.build(config(32, 16, filters=4, depth=2), sampler.mean, sampler.variance, 1)
+
+
+def loop(steps, folder=None, objective=None, sampler=None, **settings) -> Trainer:
+    """A trainer of a small generator, the same one each time, on ``Clock``."""
+    sampler = sampler or embeddings()
+    settings = {"report_every": 1, "checkpoint_every": 100, **settings}
+    every = settings.pop("report_every"), settings.pop("checkpoint_every")
+    return Trainer(
+        untrained(sampler),
+        objective or Clock(),
+        sampler,
+        Settings(steps, BATCH, LR, SEED, *every, **settings),
+        None if folder is None else Checkpoints(folder),
+    )
+
+
+class Seen(list):
+    """The reports of a training, with the optimizer's rate at each; can interrupt one."""
+
+    def __init__(self, trainer: Trainer, stop_at: int | None = None) -> None:
+        super().__init__()
+        self.trainer, self.stop_at, self.rates = trainer, stop_at, []
+
+    def __call__(self, info) -> None:
+        self.append(info)
+        self.rates.append(float(self.trainer.optimizer.learning_rate))
+        if info.step == self.stop_at:
+            raise KeyboardInterrupt
+
+
+def saved(folder: Path) -> list[int]:
+    """The steps of the checkpoints kept in a folder."""
+    return sorted(int(p.name[len("ckpt-") : -len(".index")]) for p in folder.glob("ckpt-*.index"))
+
+
+def test_a_report_gives_its_windows_mean_terms_the_optimizers_rate_and_the_speed(monkeypatch):
+    ticks = Ticks()
+    monkeypatch.setattr(training, "time", ticks)
+    sampler = Drawing(embeddings(), ticks, seconds=0.25)  # each step takes a quarter second
+    trainer = loop(
+        8, sampler=sampler, report_every=3, checkpoint_every=4, lr_drops={7: 2e-3, 3: 4e-3}
+    )
+    assert int(trainer.step.numpy()) == 0 and trainer.step.dtype == tf.int64
+    start = untrained(sampler)
+    seen = Seen(trainer)
+    assert trainer.run(seen) == (8, "max steps")
+    assert [s.step for s in seen] == [0, 3, 6, 7]
+    assert int(trainer.step.numpy()) == 8
+    windows, rates = [[0], [1, 2, 3], [4, 5, 6], [7]], [LR, 4e-3, 4e-3, 2e-3]
+    for info, window, rate, actual in zip(seen, windows, rates, seen.rates, strict=True):
+        m = info.metrics
+        assert set(m) == {
+            "train/loss/total",
+            "train/loss/embedding",
+            "train/loss/pull",
+            "train/loss/clock",
+            "train/distance",
+            "train/cosine",
+            "train/steps_per_second",
+            "train/lr",
+        }
+        drawn = [embeddings().sample(np.random.default_rng([SEED, t]), BATCH) for t in window]
+        assert m["train/loss/embedding"] == pytest.approx(np.mean(drawn), rel=1e-5, abs=1e-6)
+        assert m["train/loss/clock"] == pytest.approx(np.mean(window))
+        assert m["train/distance"] == pytest.approx(np.mean(window) + 0.5)
+        assert m["train/cosine"] == pytest.approx(-np.mean(window))
+        assert m["train/steps_per_second"] == pytest.approx(4.0)
+        # the logged rate is the one the optimizer trained the window's last step at
+        assert actual == pytest.approx(rate, rel=1e-6) and m["train/lr"] == actual
+        # the probes: the targets, at the step's weights, without a seed
+        assert info.weights == {"pull": 1.0 + info.step}
+        np.testing.assert_allclose(info.terms["embedding"], TARGETS.mean(1), rtol=1e-5)
+        np.testing.assert_array_equal(info.terms["clock"], [-1.0, -1.0])
+    # step 0 alone: the untrained generator's images of the first batch
+    first = np.asarray(start.network([drawn_at(0)]))
+    pull = float(np.mean((first - 0.2) ** 2))
+    assert seen[0].metrics["train/loss/pull"] == pytest.approx(pull, rel=1e-4)
+    assert seen[0].metrics["train/loss/total"] == pytest.approx(pull, rel=1e-4)  # weight 1
+    assert seen[-1].metrics["train/loss/pull"] < 0.5 * pull
+    # a report shows the images after its step's update
+    assert np.abs(seen[0].images - start.generate(TARGETS)).max() > 1e-3
+    np.testing.assert_allclose(seen[-1].images, trainer.generator.generate(TARGETS), atol=1e-6)
+
+
+def drawn_at(step: int) -> np.ndarray:
+    """The batch of embeddings that step ``step`` trains on."""
+    return embeddings().sample(np.random.default_rng([SEED, step]), BATCH)
+
+
+def test_a_resume_trains_at_its_own_schedules_rate_whatever_the_checkpoint_held(tmp_path):
+    first = loop(5, tmp_path)  # no drops: LR throughout, saved at step 5
+    before = Seen(first)
+    first.run(before)
+    assert saved(tmp_path) == [5]
+    # a drop to 1e-20 from step 3, which the checkpoint has passed: step 5 trains at it
+    frozen = loop(6, tmp_path, lr_drops={3: 1e-20})
+    seen = Seen(frozen)
+    assert frozen.run(seen) == (6, "max steps")
+    assert [s.step for s in seen] == [5]
+    assert seen.rates == [pytest.approx(1e-20, rel=1e-6)]
+    assert seen[0].metrics["train/lr"] == seen.rates[0]
+    np.testing.assert_allclose(seen[0].images, before[-1].images, atol=1e-6)  # nothing moved
+    # without that drop the checkpoint's 1e-20 is left behind: LR, then a drop of its own
+    moving = loop(8, tmp_path, lr_drops={7: 2e-3})
+    seen = Seen(moving)
+    assert moving.run(seen) == (8, "max steps")
+    assert [s.step for s in seen] == [6, 7]
+    assert seen.rates == [pytest.approx(LR, rel=1e-6), pytest.approx(2e-3, rel=1e-6)]
+    assert [s.metrics["train/lr"] for s in seen] == seen.rates
+    assert np.abs(seen[0].images - before[-1].images).max() > 1e-3
+
+
+def test_a_finished_training_resumed_reports_its_last_step_and_writes_nothing(tmp_path):
+    done = loop(2, tmp_path)
+    before = Seen(done)
+    done.run(before)
+    index = tmp_path / "ckpt-2.index"
+    written = index.stat().st_mtime_ns
+    again = loop(2, tmp_path)
+    seen = Seen(again)
+    assert again.run(seen) == (2, "already trained 2 steps")
+    assert [(s.step, s.metrics) for s in seen] == [(1, {})]
+    np.testing.assert_allclose(seen[0].images, before[-1].images, atol=1e-6)
+    assert math.isnan(again.steps_per_second) and int(again.step.numpy()) == 2
+    assert saved(tmp_path) == [2] and index.stat().st_mtime_ns == written
+
+
+def test_an_interruption_saves_the_steps_done_and_the_resume_ends_as_an_unbroken_run(tmp_path):
+    broken = loop(8, tmp_path / "ck", report_every=2)
+    with pytest.raises(KeyboardInterrupt):
+        broken.run(Seen(broken, stop_at=4))
+    assert saved(tmp_path / "ck") == [5]  # steps 0..4 done
+    resumed = loop(8, tmp_path / "ck", report_every=2)
+    seen = Seen(resumed)
+    assert resumed.run(seen) == (8, "max steps")
+    assert [s.step for s in seen] == [6, 7]
+    assert seen[0].metrics["train/loss/clock"] == pytest.approx(5.5)  # steps 5 and 6
+    whole = loop(8, report_every=2)
+    unbroken = Seen(whole)
+    whole.run(unbroken)
+    np.testing.assert_allclose(seen[-1].images, unbroken[-1].images, atol=1e-5)
+    # interrupted before its first step is done, a training leaves no checkpoint
+    early = loop(8, tmp_path / "early", sampler=Drawing(embeddings(), interrupt_at=0))
+    with pytest.raises(KeyboardInterrupt):
+        early.run(Seen(early))
+    assert saved(tmp_path / "early") == []
+    # and without a folder for checkpoints, the interruption comes through as it was
+    bare = loop(8)
+    with pytest.raises(KeyboardInterrupt):
+        bare.run(Seen(bare, stop_at=2))
+
+
+def test_a_loss_that_is_not_finite_stops_the_training_on_the_last_good_weights(tmp_path):
+    start = loop(3, tmp_path)
+    start.run(Seen(start))
+    trainer = loop(9, tmp_path, Clock(blow_up_at=5), report_every=5, checkpoint_every=2)
+    seen = Seen(trainer)
+    assert trainer.run(seen) == (5, "diverged at step 5 (loss is not finite)")
+    # steps 3 and 4 were done and not reported yet: they are, once
+    assert [s.step for s in seen] == [4]
+    assert seen[0].metrics["train/loss/clock"] == pytest.approx(3.5)
+    assert int(trainer.step.numpy()) == 5
+    # the images are those of the weights after step 4, not of the update at step 5
+    assert np.isfinite(seen[0].images).all()
+    np.testing.assert_allclose(trainer.generator.generate(TARGETS), seen[0].images, atol=1e-6)
+    assert saved(tmp_path) == [3, 4]  # step 4's periodic checkpoint, nothing after
+    # not finite at the very first step: nothing trained, step 0 reported without metrics
+    first = loop(4, objective=Clock(blow_up_at=0))
+    seen = Seen(first)
+    assert first.run(seen) == (0, "diverged at step 0 (loss is not finite)")
+    assert [(s.step, s.metrics) for s in seen] == [(0, {})]
+    np.testing.assert_allclose(seen[0].images, untrained(embeddings()).generate(TARGETS), atol=1e-6)
+    assert math.isnan(first.steps_per_second)
+
+
+def test_photos_without_layers_add_the_pixel_term_alone():
+    rng = np.random.default_rng(6)
+    photos = rng.random((6, 32, 32, 3)).astype(np.float32)
+    sampler = PhotoSampler(rng.normal(size=(6, 16)), photos)
+    trainer = loop(1, sampler=sampler, photo_weight=0.5)
+    seen = Seen(trainer)
+    assert trainer.run(seen) == (1, "max steps")
+    m = seen[0].metrics
+    assert {k for k in m if k.startswith("train/loss/")} == {
+        "train/loss/total",
+        "train/loss/embedding",
+        "train/loss/pull",
+        "train/loss/clock",
+        "train/loss/photo_pixels",
+    }
+    sampled, held = sampler.draw(np.random.default_rng([SEED, 0]), BATCH)
+    images = np.asarray(untrained(sampler).network([sampled]))
+    pixels = float(np.mean(np.abs(images - held)))
+    assert m["train/loss/photo_pixels"] == pytest.approx(pixels, rel=1e-4)
+    pull = float(np.mean((images - 0.2) ** 2))
+    assert m["train/loss/total"] == pytest.approx(pull + 0.5 * pixels, rel=1e-4)
 
 
 # ---- training, tracking, generation -----------------------------------------------------
@@ -526,6 +838,11 @@ def test_a_learning_rate_drop_takes_effect_from_its_step_and_across_a_resume(tmp
     np.testing.assert_allclose(
         images(**drops, checkpoints="ck"), images(**drops, checkpoints="ck2"), atol=1e-5
     )
+    # a resume under a drop the checkpoint did not have, from a step it has passed, trains at it
+    five = images(steps=5, checkpoints="ck3")
+    np.testing.assert_allclose(
+        images(steps=6, lr_drops={3: 1e-20}, checkpoints="ck3"), five, atol=1e-6
+    )
     with pytest.raises(FaceReconError) as err:
         validate({**spec, "solver": {**solver, "steps": 8, "lr_drops": {8: 0.1}}})
     assert err.value.lines[0].startswith(
@@ -553,7 +870,10 @@ def test_spec_errors_for_the_solver():
         api.run(validate({**guided, "tracking": {"enabled": False}}))
 
 
-EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+# the nearest folder up that holds them: a copy of the tests may sit a level below the checkout
+EXPERIMENTS = next(
+    p / "experiments" for p in Path(__file__).resolve().parents if (p / "experiments").is_dir()
+)
 FF_SPECS = sorted((EXPERIMENTS / "feedforward").glob("*.yaml")) + sorted(
     p
     for pattern in ("fig9*.yaml", "fig10*.yaml", "fig11*.yaml", "table1*.yaml")
@@ -568,7 +888,8 @@ def test_the_paper_figures_have_feedforward_specs():
 
 
 @pytest.mark.parametrize("path", FF_SPECS, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_feedforward_and_paper_specs_validate_with_every_sweep_variant(path, tmp_path):
+def test_feedforward_and_paper_specs_validate_with_every_sweep_variant(path, tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "EXPERIMENTS", EXPERIMENTS)  # the folder found above
     variants = validated(path, tmp_path)  # Fig. 11's frames are made by a command first
     for variant in variants:
         assert variant.model.name == "dlib-resnet"

@@ -222,7 +222,8 @@ def method_rows(
     """One row per judge of one method's per-person judge scores (see
     :func:`facerecon.judges.scoring.score`): SAR type I and II at each rate, mean cosines, the
     detector's face rate and the seconds per template."""
-    faces_found = [s[detector]["face"] for s in scores if detector in s] if detector else []
+    # no detector (None) is never a key of the scores: no face rate then
+    faces_found = [s[detector]["face"] for s in scores if detector in s]
     rows = []
     for judge in judges:
         type1 = [s[judge.name]["type1"] for s in scores if "type1" in s.get(judge.name, {})]

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from facerecon.core.errors import FaceReconError
+from facerecon.evaluation.tables import markdown
 from facerecon.faces.panels import grid
 
 #: people per sheet: few enough to compare every pair by eye
@@ -108,15 +109,18 @@ def write(
     """Sheets of each method (``images``: method -> person -> image) into
     ``folder/set<n>/sheet<k>.jpg``, methods numbered in a shuffled order; the key, methods
     and how people were grouped (``grouping``, see :func:`plan`) into ``key.json``, with
-    the evaluation's MLflow run (``run_id``), where scores are logged later."""
+    the evaluation's MLflow run (``run_id``), where scores are logged later. Rewriting the
+    same sheets keeps the sets of methods left out this time (see :func:`_codes`)."""
     sheets = plan(people, seed, similarity)
     entries = [{"letters": sh.letters, "numbers": sh.numbers, "key": sh.key()} for sh in sheets]
     codes = _codes(folder, entries, list(images), seed)
     key = {"grouping": grouping, "run_id": run_id, "people": people, "methods": {}}
     for method, code in codes.items():
+        key["methods"][f"set{code}"] = method
+        if method not in images:  # an earlier run's set of these same sheets: still valid
+            continue
         sub = folder / f"set{code}"
         sub.mkdir(parents=True, exist_ok=True)
-        key["methods"][f"set{code}"] = method
         for s, sheet in enumerate(sheets, 1):
             recon = [images[method][name] for name in sheet.letters]
             Image.fromarray(render(recon, [photos[n] for n in sheet.numbers])).save(
@@ -128,8 +132,10 @@ def write(
 
 def _codes(folder: Path, sheets: list[dict], methods: list[str], seed: int) -> dict[str, int]:
     """Each method's set number. A folder that already holds these sheets keeps its
-    methods' numbers, so observers' answers stay valid when methods are added; a line-up of
-    other sheets with answers is moved aside (``<folder>.replaced-<k>``), never lost."""
+    methods' numbers, so observers' answers stay valid when methods are added; methods of
+    the old key left out of ``methods`` keep theirs too (listed last), so that no later
+    method takes over their sheets and answers. A line-up of other sheets with answers is
+    moved aside (``<folder>.replaced-<k>``), never lost."""
     kept: dict[str, int] = {}
     path = folder / KEY_FILE
     if path.exists():
@@ -145,7 +151,8 @@ def _codes(folder: Path, sheets: list[dict], methods: list[str], seed: int) -> d
     free = [c for c in range(1, len(kept) + len(new) + 1) if c not in kept.values()]
     order = np.random.default_rng([seed, 1]).permutation(len(free))
     fresh = dict(zip(new, (free[i] for i in order[: len(new)]), strict=True))
-    return {m: kept.get(m, fresh.get(m)) for m in methods}
+    codes = {m: kept.get(m, fresh.get(m)) for m in methods}
+    return codes | {m: c for m, c in kept.items() if m not in codes}
 
 
 def _fixed_points(n: int) -> np.ndarray:
@@ -232,10 +239,7 @@ def log(folder: Path, rows: list[dict]) -> str | None:
     """Scores and answers into the evaluation's MLflow run, under ``<folder name>/``, and
     each method's share matched as ``lineup/<folder name>/<method>/matched``; the run id,
     or None when the key names no run."""
-    import time
-
-    from mlflow.entities import Metric
-
+    from facerecon.tracking import runs
     from facerecon.tracking.store import client, safe_key
 
     run_id = json.loads((folder / KEY_FILE).read_text()).get("run_id")
@@ -252,12 +256,11 @@ def log(folder: Path, rows: list[dict]) -> str | None:
     for name in ("scores.md", "scores.json"):
         tracking.log_artifact(run_id, str(folder / name), folder.name)
     tracking.log_artifacts(run_id, str(folder / "answers"), f"{folder.name}/answers")
-    now = int(time.time() * 1000)
-    metrics = [
-        Metric(f"lineup/{folder.name}/{safe_key(method)}/matched", matched / shown, now, 0)
+    metrics = {
+        f"lineup/{folder.name}/{safe_key(method)}/matched": matched / shown
         for method, (_, matched, shown, _) in pooled(rows).items()
-    ]
-    tracking.log_batch(run_id, metrics=metrics)
+    }
+    runs.log_metrics(tracking, run_id, runs.rows(metrics))
     return run_id
 
 
@@ -279,26 +282,26 @@ def score_folder(folder: Path) -> list[dict]:
     order = list(key["methods"].values())
     rows.sort(key=lambda r: (order.index(r["method"]), _natural(r["observer"])))
     (folder / "scores.json").write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
+    each = [
+        [r["method"], r["observer"], str(r["correct"]), str(r["people"]),
+         f"{r['expected by chance']:.1f}", f"{r['p']:.2g}"]
+        for r in rows
+    ]  # fmt: skip
+    pooled_rows = [
+        [method, str(observers), f"{matched} / {shown} ({matched / shown:.0%})",
+         f"{chance / shown:.0%}"]
+        for method, (observers, matched, shown, chance) in pooled(rows).items()
+    ]  # fmt: skip
     lines = [
         f"People grouped {key.get('grouping', 'at random')}.",
         "",
-        "| method | observer | matched | people | expected by chance | p (as many by chance) |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    lines += [
-        f"| {r['method']} | {r['observer']} | {r['correct']} | {r['people']} | "
-        f"{r['expected by chance']:.1f} | {r['p']:.2g} |"
-        for r in rows
-    ]
-    lines += [
+        *markdown(
+            ["method", "observer", "matched", "people", "expected by chance",
+             "p (as many by chance)"],
+            each,
+        ),
         "",
-        "| method | observers | matched, all observers | by chance |",
-        "| --- | --- | --- | --- |",
-    ]
-    for method, (observers, matched, shown, chance) in pooled(rows).items():
-        lines.append(
-            f"| {method} | {observers} | {matched} / {shown} ({matched / shown:.0%}) | "
-            f"{chance / shown:.0%} |"
-        )
+        *markdown(["method", "observers", "matched, all observers", "by chance"], pooled_rows),
+    ]  # fmt: skip
     (folder / "scores.md").write_text("\n".join(lines) + "\n")
     return rows

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,27 +176,24 @@ class GraphModel:
                 values[name] = self.constant(name)
                 continue
             args = [values[i] for i in node.inputs]
-            values[name] = _apply(node, args, self._static)
+            values[name] = _apply(node, args)
         return [values[name] for name in outputs]
 
-    def _static(self, name: str) -> np.ndarray | None:
-        # Shapes, axes and paddings as numpy, so Keras and tf.function keep static shapes.
-        return self.weights.get(name) if self.nodes[name].op == "Const" else None
 
+def _apply(node: Node, args: list[tf.Tensor]) -> tf.Tensor:
+    """One node's value from its inputs' values.
 
-def _apply(
-    node: Node, args: list[tf.Tensor], static: Callable[[str], np.ndarray | None]
-) -> tf.Tensor:
-    """One node's value from its inputs' values."""
+    An attribute a node leaves out is None, which TensorFlow's op wrappers read as the op's
+    own default (NHWC, no dilation, LeakyRelu's alpha 0.2), as a GraphDef import would.
+
+    Shapes, axes and paddings come as the eager constants of their Const nodes: tracing
+    (Keras, tf.function) captures tensors that small by value, so static shapes survive.
+    """
     op = node.op
     if op in _UNARY:
         return _UNARY[op](args[0])
     if op in _BINARY:
         return _BINARY[op](args[0], args[1])
-
-    def arg(i: int) -> Any:
-        value = static(node.inputs[i])
-        return args[i] if value is None else value
 
     if op in ("Conv2D", "_FusedConv2D"):
         out = tf.raw_ops.Conv2D(input=args[0], filter=args[1], **_conv_attrs(node))
@@ -207,27 +205,27 @@ def _apply(
         out = tf.linalg.matmul(
             args[0],
             args[1],
-            transpose_a=node.get("transpose_a", False),
-            transpose_b=node.get("transpose_b", False),
+            transpose_a=bool(node.get("transpose_a")),
+            transpose_b=bool(node.get("transpose_b")),
         )
         return _fused(node, out, args[2:])
     if op == "BiasAdd":
         return tf.nn.bias_add(args[0], args[1], data_format=_bias_format(node))
     if op == "LeakyRelu":
-        return tf.nn.leaky_relu(args[0], alpha=node.get("alpha", 0.2))
+        return tf.nn.leaky_relu(args[0], alpha=node.get("alpha"))
     if op == "Prelu":
         return _prelu(args[0], args[1])
     if op in ("Mean", "Sum"):
         reduce = tf.reduce_mean if op == "Mean" else tf.reduce_sum
-        return reduce(args[0], axis=arg(1), keepdims=node.get("keep_dims", False))
+        return reduce(args[0], axis=args[1], keepdims=bool(node.get("keep_dims")))
     if op == "Reshape":
-        return tf.reshape(args[0], arg(1))
+        return tf.reshape(args[0], args[1])
     if op == "Squeeze":
         return tf.squeeze(args[0], axis=node.get("squeeze_dims") or None)
     if op == "Pad":
-        return tf.pad(args[0], arg(1))
+        return tf.pad(args[0], args[1])
     if op == "ConcatV2":
-        return tf.concat(args[:-1], axis=int(arg(len(args) - 1)))
+        return tf.concat(args[:-1], axis=args[-1])
     if op in ("AvgPool", "MaxPool"):
         pool = tf.nn.avg_pool if op == "AvgPool" else tf.nn.max_pool
         return pool(
@@ -235,7 +233,7 @@ def _apply(
             ksize=node.get("ksize"),
             strides=node.get("strides"),
             padding=node.get("padding"),
-            data_format=node.get("data_format", "NHWC"),
+            data_format=node.get("data_format"),
         )
     raise AssertionError(f"op {op} passed the check but has no implementation")
 
@@ -244,14 +242,14 @@ def _conv_attrs(node: Node) -> dict[str, Any]:
     return {
         "strides": node.get("strides"),
         "padding": node.get("padding"),
-        "explicit_paddings": node.get("explicit_paddings", []),
-        "data_format": node.get("data_format", "NHWC"),
-        "dilations": node.get("dilations", [1, 1, 1, 1]),
+        "explicit_paddings": node.get("explicit_paddings"),
+        "data_format": node.get("data_format"),
+        "dilations": node.get("dilations"),
     }
 
 
 def _bias_format(node: Node) -> str:
-    return "NCHW" if node.get("data_format", "NHWC") == "NCHW" else "NHWC"
+    return "NCHW" if node.get("data_format") == "NCHW" else "NHWC"
 
 
 def _prelu(x: tf.Tensor, alpha: tf.Tensor) -> tf.Tensor:
@@ -266,7 +264,7 @@ def _fused(node: Node, x: tf.Tensor, extra: list[tf.Tensor]) -> tf.Tensor:
         elif step == "Prelu":
             x = _prelu(x, extra.pop(0))
         elif step == "LeakyRelu":
-            x = tf.nn.leaky_relu(x, alpha=node.get("leakyrelu_alpha", 0.2))
+            x = tf.nn.leaky_relu(x, alpha=node.get("leakyrelu_alpha"))
         else:
             x = _UNARY[step](x)
     return x
@@ -320,7 +318,7 @@ def _decode_weight(
     """One weight from ``buffer`` at ``offset``; returns it and the offset after it."""
     name, dtype = spec["name"], spec["dtype"]
     shape = tuple(int(d) for d in spec["shape"])
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)
     quantization = spec.get("quantization")
     target = _TARGETS.get(dtype)
     if target is None:
@@ -343,10 +341,12 @@ def _decode_weight(
         )
     values = np.frombuffer(buffer, dtype=stored, count=count, offset=offset)
     if quantization and quantization["dtype"] != "float16":
-        scale, low = np.float32(quantization["scale"]), np.float32(quantization["min"])
-        values = values.astype(np.float32) * scale + low
+        # As TF.js does: in double precision (JavaScript numbers), rounded once to float32.
+        values = values * float(quantization["scale"]) + float(quantization["min"])
     if target is np.int32 and values.dtype.kind == "f":
-        values = np.round(values)
+        # JavaScript's Math.round: halves go up, where numpy's round goes to even.
+        low = np.floor(values)
+        values = low + (values - low >= 0.5)
     return values.astype(target).reshape(shape), end
 
 
@@ -375,6 +375,17 @@ def load_graph_model(path: str | Path, outputs: Sequence[str] | None = None) -> 
     return graph
 
 
+def _check_stretch(graph: GraphModel, feed: str, output: str) -> None:
+    """Fail unless ``output`` can be computed from ``feed`` alone, with supported ops."""
+    order = graph.order([output], [feed])
+    graph.check(order)
+    unfed = [name for name in order if graph.nodes[name].op == "Placeholder"]
+    if unfed:
+        raise FaceReconError(
+            f"{graph.source}: {output!r} depends on input {unfed[0]!r}, not only on {feed!r}"
+        )
+
+
 class GraphLayer(keras.layers.Layer):
     """The stretch of a graph from node ``feed`` (the layer's input) to node ``output``.
 
@@ -382,16 +393,14 @@ class GraphLayer(keras.layers.Layer):
     stretch that needs a node before its feed (a skip connection across a cut) fails to build.
     """
 
-    def __init__(self, graph: GraphModel, feed: str, output: str, **kwargs: Any) -> None:
+    # Keras reads __init__'s argument spec, which mutmut's wrapper would hide: the checks live
+    # in _check_stretch, and this stays as written.
+    def __init__(
+        self, graph: GraphModel, feed: str, output: str, **kwargs: Any
+    ) -> None:  # pragma: no mutate block
         super().__init__(trainable=False, **kwargs)
         self.graph, self.feed, self.output_node = graph, feed, output
-        order = graph.order([output], [feed])
-        graph.check(order)
-        unfed = [name for name in order if graph.nodes[name].op == "Placeholder"]
-        if unfed:
-            raise FaceReconError(
-                f"{graph.source}: {output!r} depends on input {unfed[0]!r}, not only on {feed!r}"
-            )
+        _check_stretch(graph, feed, output)
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
         (out,) = self.graph.run({self.feed: inputs}, [self.output_node])

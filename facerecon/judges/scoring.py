@@ -103,7 +103,7 @@ def _impostors(
     return rows
 
 
-#: cosine above which two embeddings come from the same photo
+#: cosine at or above which two embeddings come from the same photo
 SAME_PHOTO = 0.999
 
 

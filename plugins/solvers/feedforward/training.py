@@ -146,7 +146,14 @@ class Trainer:
                     terms["total"] = terms["total"] + distance
                 loss = tf.reduce_mean(terms["total"])
             grads = tape.gradient(loss, variables)
-            optimizer.apply_gradients(zip(grads, variables, strict=True))
+
+            def update() -> tf.Tensor:
+                optimizer.apply_gradients(zip(grads, variables, strict=True))
+                return tf.constant(True)
+
+            # A loss that is not finite stops the training: its update would leave weights
+            # that are not finite in the last report and in the generator handed back.
+            tf.cond(tf.math.is_finite(loss), update, lambda: tf.constant(False))
             return _means(terms)
 
         return step
@@ -212,7 +219,8 @@ class Trainer:
                     values = [w[key] for w in window]
                     metrics[f"train/{metric_name(key)}"] = float(np.mean(values))
                 metrics["train/steps_per_second"] = self.steps_per_second
-                metrics["train/lr"] = s.lr_at(t)
+                # the optimizer's own rate: what trained, whatever the schedule says
+                metrics["train/lr"] = float(self.optimizer.learning_rate)
             weights = objective.weights_at(t)
             images, terms = probe(tf.constant(weights))
             named = dict(zip(objective.labels, map(float, weights), strict=True))
