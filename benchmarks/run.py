@@ -157,9 +157,10 @@ def transforms_cost(model, steps: int, rounds: int = 3) -> dict[str, float]:
 
 def identity_generator_cost(model, steps: int, rounds: int = 3, batch: int = 32) -> dict:
     """One-pass generation at ``batch`` by the identity generator's architecture (guided,
-    32 filters: experiments/feedforward/identity-generators-dlib.yaml, generator-1) against one compiled iterative
-    step of the quickstart's recipe (fft, 4 draws) and of the paper's (pixels, TV) on the
-    same batch; medians of ``rounds`` interleaved measurements in this process."""
+    32 filters: generator-1 of experiments/feedforward/identity-generators-dlib.yaml)
+    against one compiled iterative step of the quickstart's recipe (fft, 4 draws) and of
+    the paper's (pixels, TV) on the same batch; medians of ``rounds`` interleaved
+    measurements in this process."""
     from facerecon_plugins.solvers.feedforward.generator import (
         Generator,
         GeneratorConfig,
