@@ -118,7 +118,7 @@ def test_thresholds_and_success_rates_are_a_direct_count():
     rows /= np.linalg.norm(rows, axis=1, keepdims=True)
     names = [f"p{i // 2}" for i in range(40)]  # 20 people, two photos each
     model = TinyModel(TinyModel.Params())
-    judged = attack.calibrate(model, attack.Embedded(rows, [], names))
+    judged = attack.judge_thresholds(model, attack.Embedded(rows, [], names))
     impostor = [
         rows[i] @ rows[j] for i in range(40) for j in range(i + 1, 40) if names[i] != names[j]
     ]
@@ -215,7 +215,9 @@ def test_calibration_splits_a_collections_pairs_into_genuine_and_impostor_ones()
     centres = dict(zip("abcde", _unit_rows(5, 1), strict=True))
     rows = np.stack([centres[n] for n in names]) + spread * _unit_rows(9, 4)
     rows /= np.linalg.norm(rows, axis=1, keepdims=True)
-    judged = attack.calibrate(TinyModel(TinyModel.Params()), attack.Embedded(rows, [], names))
+    judged = attack.judge_thresholds(
+        TinyModel(TinyModel.Params()), attack.Embedded(rows, [], names)
+    )
     pairs = [(i, j) for i in range(9) for j in range(i + 1, 9)]
     genuine = [rows[i] @ rows[j] for i, j in pairs if names[i] == names[j]]
     impostor = [rows[i] @ rows[j] for i, j in pairs if names[i] != names[j]]
@@ -232,7 +234,9 @@ def test_calibration_splits_a_collections_pairs_into_genuine_and_impostor_ones()
 def test_a_rate_is_reported_once_ten_impostor_pairs_may_pass_its_threshold(people, rates):
     rows = _unit_rows(people, 2)
     names = [f"p{i}" for i in range(people)]
-    judged = attack.calibrate(TinyModel(TinyModel.Params()), attack.Embedded(rows, [], names))
+    judged = attack.judge_thresholds(
+        TinyModel(TinyModel.Params()), attack.Embedded(rows, [], names)
+    )
     impostor = (rows @ rows.T)[np.triu_indices(people, 1)].tolist()
     # 141 people: 9870 pairs, 9 may pass at 1e-3; 142 people: 10011 pairs, 10 may
     assert len(judged.impostor) == len(impostor) == people * (people - 1) // 2
@@ -255,7 +259,7 @@ def test_a_pairs_file_gives_the_genuine_and_impostor_pairs_of_the_photos_found(t
         (paths[3], paths[5]),
     ]
     model = TinyModel(TinyModel.Params())
-    judged = attack.calibrate(model, embedded, (matched, mismatched))
+    judged = attack.judge_thresholds(model, embedded, (matched, mismatched))
     cos = rows.astype(np.float64) @ rows.T.astype(np.float64)
     np.testing.assert_allclose(judged.genuine, [cos[0, 1], cos[5, 4]], atol=1e-6)
     np.testing.assert_allclose(judged.impostor, [cos[0, 2], cos[4, 1], cos[3, 5]], atol=1e-6)
@@ -264,16 +268,16 @@ def test_a_pairs_file_gives_the_genuine_and_impostor_pairs_of_the_photos_found(t
     assert judged.thresholds == {"1e-2": pytest.approx(float(top), abs=1e-6)}
     assert judged.thresholds["1e-2"] > judged.impostor.max() and judged.source == "collection"
     # no mismatched pair among the photos found: the model's own thresholds, if it has them
-    lone = attack.calibrate(CalibratedTiny(), embedded, (matched, [(lost, paths[0])]))
+    lone = attack.judge_thresholds(CalibratedTiny(), embedded, (matched, [(lost, paths[0])]))
     assert lone.thresholds == {"1e-2": 0.99, "1e-3": 0.995} and lone.source == "thresholds.json"
     assert lone.name == "tiny-calibrated" and lone.impostor.shape == (0,)
     np.testing.assert_allclose(lone.genuine, [cos[0, 1], cos[5, 4]], atol=1e-6)
     lone.thresholds["1e-2"] = 0.5  # a copy: the model's class attribute is left alone
     assert CalibratedTiny.thresholds["1e-2"] == 0.99
-    none = attack.calibrate(CalibratedTiny(), embedded, ([], []))
+    none = attack.judge_thresholds(CalibratedTiny(), embedded, ([], []))
     assert none.genuine.shape == none.impostor.shape == (0,)
     with pytest.raises(FaceReconError) as caught:
-        attack.calibrate(model, embedded, (matched, []))
+        attack.judge_thresholds(model, embedded, (matched, []))
     assert str(caught.value) == (
         "judge 'tiny': the collection gives no impostor pairs (photos of two or more people) "
         "to set its thresholds, and the model has no calibrated ones"

@@ -188,7 +188,7 @@ def test_thresholds_and_tar_from_an_lfw_pairs_file_use_its_mismatched_and_matche
     listed.write_text("\n".join(lines) + "\n")
 
     judge = types.SimpleNamespace(name="judge", thresholds={})
-    judged = attack.calibrate(judge, embedded, attack.read_pairs(listed, root))
+    judged = attack.judge_thresholds(judge, embedded, attack.read_pairs(listed, root))
 
     def cosine(a: tuple[str, int], b: tuple[str, int]) -> float:
         return float(np.dot(rows[index[a]], rows[index[b]]))

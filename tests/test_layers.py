@@ -128,3 +128,31 @@ def test_every_package_folder_is_installed(folder, name):
         for p in (ROOT / folder).rglob("__init__.py")
     }
     assert on_disk == {p for p in listed if p.split(".")[0] == name}
+
+
+def test_the_old_import_paths_are_the_moved_modules():
+    from facerecon.core.moved import MOVED
+
+    code = (
+        "import importlib, sys\n"
+        f"moved = {dict(sorted(MOVED.items()))!r}\n"
+        "for old, new in moved.items():\n"
+        "    assert importlib.import_module(old) is importlib.import_module(new), old\n"
+        "from facerecon.tracking import tracking_uri\n"
+        "from facerecon.tracking.store import tracking_uri as same\n"
+        "assert tracking_uri is same\n"
+        "from facerecon.faces import chip\n"
+        "from facerecon.faces.photos import chip as same\n"
+        "assert chip is same\n"
+        "print(len(moved))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout.split()[-1]) == len(MOVED) > 30
+
+
+def test_a_module_runs_from_its_old_path():
+    old = [sys.executable, "-m", "facerecon_plugins.feedforward.frames", "--help"]
+    out = subprocess.run(old, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Write a pose-sequence stand-in for a clip" in out.stdout

@@ -64,13 +64,23 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Serves an old path as the module at its new one (the same module object)."""
 
     def find_spec(self, name, path=None, target=None):
-        return importlib.util.spec_from_loader(name, self) if _target(name) else None
+        new = _target(name)
+        if new is None:
+            return None
+        # the new module's file as the origin: ``python -m`` and click name the program by it
+        origin = importlib.util.find_spec(new).origin
+        return importlib.util.spec_from_loader(name, self, origin=origin)
 
     def create_module(self, spec) -> ModuleType:
         return importlib.import_module(_target(spec.name))
 
     def exec_module(self, module: ModuleType) -> None:
         return None
+
+    def get_code(self, name: str):
+        # ``python -m <old path>`` runs the module at the new one
+        target = importlib.util.find_spec(_target(name))
+        return target.loader.get_code(target.name)
 
 
 def _target(name: str) -> str | None:

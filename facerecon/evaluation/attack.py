@@ -167,7 +167,7 @@ def select(
     return people[:limit] if limit is not None else people
 
 
-def calibrate(
+def judge_thresholds(
     model: FaceModel,
     embedded: Embedded,
     pairs: tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]] | None = None,
@@ -198,12 +198,7 @@ def calibrate(
                 "more people) to set its thresholds, and the model has no calibrated ones"
             )
         return Calibrated(name, dict(model.thresholds), impostor, genuine, "thresholds.json")
-    thresholds = {
-        rate: calibration.threshold_at(impostor, rate)
-        for rate in RATES
-        if math.floor(float(rate) * len(impostor)) >= MIN_ABOVE or rate == RATES[0]
-    }
-    return Calibrated(name, thresholds, impostor, genuine)
+    return Calibrated(name, calibration.thresholds(impostor, RATES, MIN_ABOVE), impostor, genuine)
 
 
 def sar(cosines: Sequence[float], thresholds: dict[str, float]) -> dict[str, float]:

@@ -277,7 +277,7 @@ def evaluate_attack(
     if not people:
         raise FaceReconError(f"{collection}: no photo with a face that every judge finds")
     found = attack.Collection(collection, people, skipped, listed)
-    calibrated = [attack.calibrate(m, embedded[m.name], listed) for m in models]
+    calibrated = [attack.judge_thresholds(m, embedded[m.name], listed) for m in models]
     names = [m.name for m in models]
     result = AttackResult(
         spec, found, calibrated, attacked.name, spec.judges.detector, [], attacked

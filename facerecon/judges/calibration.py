@@ -42,6 +42,18 @@ def threshold_at(impostor: np.ndarray, rate: str) -> float:
     return float(np.nextafter(scores[allowed], np.inf))
 
 
+def thresholds(
+    impostor: np.ndarray, rates: Sequence[str] = RATES, min_above: int = 0
+) -> dict[str, float]:
+    """Each rate's threshold over the impostor cosines; a rate at which fewer than
+    ``min_above`` impostor scores may pass is left out, except the first (the loosest)."""
+    return {
+        rate: threshold_at(impostor, rate)
+        for rate in rates
+        if math.floor(Fraction(rate) * len(impostor)) >= min_above or rate == rates[0]
+    }
+
+
 def share_at_least(cosines: np.ndarray, t: float) -> float:
     """The share of cosines >= t (the false-match rate for impostor cosines)."""
     cosines = np.asarray(cosines, np.float64)
@@ -63,14 +75,14 @@ def summarize(
 ) -> dict[str, Any]:
     """Pair counts, thresholds, measured false-match rates and genuine statistics."""
     impostor, genuine = pair_cosines(embeddings, identities)
-    thresholds = {rate: threshold_at(impostor, rate) for rate in rates}
+    found = thresholds(impostor, rates)
     return {
         "identities": len(set(identities)),
         "photos": len(identities),
         "impostor_pairs": len(impostor),
         "genuine_pairs": len(genuine),
-        "thresholds": thresholds,
-        "measured_fmr": {r: share_at_least(impostor, t) for r, t in thresholds.items()},
+        "thresholds": found,
+        "measured_fmr": {r: share_at_least(impostor, t) for r, t in found.items()},
         "impostor": {
             "mean": float(impostor.mean()),
             "std": float(impostor.std()),
@@ -81,8 +93,7 @@ def summarize(
             "mean": float(genuine.mean()) if len(genuine) else None,
             "min": float(genuine.min()) if len(genuine) else None,
             "pass_rate": {
-                r: share_at_least(genuine, t) if len(genuine) else None
-                for r, t in thresholds.items()
+                r: share_at_least(genuine, t) if len(genuine) else None for r, t in found.items()
             },
         },
     }
