@@ -20,7 +20,7 @@ import skimage.data
 import skimage.transform
 
 from facerecon import FaceReconError
-from facerecon_plugins import facenet
+from facerecon_plugins.models import facenet
 from facerecon_plugins.models.facenet import FaceNet
 
 KEY = "20180402-114759"

@@ -26,7 +26,7 @@ from facerecon.core.errors import FaceReconError
 from facerecon.engine import runner
 from facerecon.engine.validation import validate
 from facerecon.tracking import store as tracking
-from facerecon_plugins import mlflow_tracking
+from facerecon_plugins.lifecycle import mlflow_tracking
 
 from .servers import free_port
 
@@ -113,12 +113,13 @@ def test_a_store_failing_after_the_solve_keeps_the_images_here(tmp_path, store, 
 RACE = """
 import sys, time
 from pathlib import Path
-from facerecon_plugins import mlflow_tracking as mt
+from facerecon_plugins.lifecycle import mlflow_tracking as mt
+from facerecon.tracking.runs import experiment_id
 Path(sys.argv[1]).touch()  # imported; then wait for the other, so both open the store at once
 while len(list(Path().glob("ready-*"))) < 2:
     time.sleep(0.01)
 client = mt._client()
-run = client.create_run(mt._experiment_id(client, "race"))
+run = client.create_run(experiment_id(client, "race"))
 print("landed", run.info.run_id)
 """
 

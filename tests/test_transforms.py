@@ -555,6 +555,14 @@ def test_fft_parameters_of_an_image_are_the_spectrum_numpy_inverts(decay):
     np.testing.assert_allclose(back, np.clip(x, 1e-3, 1 - 1e-3), atol=1e-5)
 
 
+def test_fft_parameters_do_not_depend_on_the_images_float_type():
+    # the logit of values near 0 or 1 loses digits in float32: it is taken in float64
+    x = images(b=2, size=9)
+    x[:, :2] = 1 - rng.random((2, 2, 9, 3)).astype(np.float32) * 2e-3
+    param = Fourier()
+    np.testing.assert_array_equal(param.from_images(x), param.from_images(x.astype(np.float64)))
+
+
 @pytest.mark.parametrize("decay", [0.0, 1.3])
 def test_fft_round_trips_an_image_with_black_and_white_pixels(decay):
     x = images(b=2, size=15)

@@ -27,9 +27,9 @@ import pytest
 from facerecon import api
 from facerecon.core.registry import plugin_manager
 from facerecon.engine.validation import validate
+from facerecon.tracking import runs
 from facerecon.tracking import store as tracking
 from facerecon.tracking.store import TRAINING_VIEW
-from facerecon_plugins.lifecycle.mlflow_tracking import _experiment_id
 
 from . import tiny_model
 from .servers import Server, free_port, serving
@@ -109,7 +109,7 @@ def served(tmp_path_factory):
         mp.chdir(folder)
         # the store exists before the server starts, so it boots while the runs are logged;
         # the experiment is made as facerecon makes it (tagged for the model-training view)
-        experiment_id = _experiment_id(tracking.client(uri), "ui-browser")
+        experiment_id = runs.experiment_id(tracking.client(uri), "ui-browser")
         port = free_port()
         cmd = [sys.executable, "-m", "facerecon.cli", "ui", "--port", str(port)]
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
