@@ -9,13 +9,14 @@ import pytest
 import scipy.ndimage
 import tensorflow as tf
 
-from facerecon.objective import Objective, Term, Transforms
-from facerecon.plugins import registry
-from facerecon.schedules import Schedule
-from facerecon.warp import affine, uniform
-from facerecon_plugins.l2 import L2
+from facerecon.core.registry import registry
+from facerecon.core.schedules import Schedule
+from facerecon.engine.objective import Objective, Term, Transforms
+from facerecon.ops.warp import affine, uniform
+from facerecon_plugins.metrics.l2 import L2
 from facerecon_plugins.parameterizations.fft import Fourier
 from facerecon_plugins.parameterizations.pixels import Pixels
+from facerecon_plugins.regularizers.tv import TotalVariation
 from facerecon_plugins.transforms.blur import Blur
 from facerecon_plugins.transforms.colour import Colour
 from facerecon_plugins.transforms.jitter import Jitter
@@ -23,7 +24,6 @@ from facerecon_plugins.transforms.mirror import Mirror
 from facerecon_plugins.transforms.noise import Noise
 from facerecon_plugins.transforms.rotate import Rotate
 from facerecon_plugins.transforms.scale import Scale
-from facerecon_plugins.tv import TotalVariation
 
 from .tiny_model import TinyModel
 
