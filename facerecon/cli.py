@@ -14,14 +14,6 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from facerecon.console import (
-    attack_table,
-    calibration_table,
-    evaluation_table,
-    layers_table,
-    lineup_table,
-    plugins_table,
-)
 from facerecon.core.errors import FaceReconError
 
 err = Console(stderr=True, emoji=False, highlight=False)
@@ -201,10 +193,10 @@ def report(experiment: str, output: str | None, no_log: bool) -> None:
 def lineup(folder: str, no_log: bool) -> None:
     """Score the blind line-ups in FOLDER (an evaluation's lineup/): each answers/*.json
     against key.json, with the chance of as many matches by guessing."""
-    from facerecon import api
+    from facerecon import api, console
 
     rows, run_id = api.lineup(folder, log=not no_log)
-    out().print(lineup_table(rows))
+    out().print(console.lineup_table(rows))
     err.print(
         f"scores.md and scores.json in {folder}/"
         + (f"; logged to MLflow run {run_id}" if run_id else "")
@@ -215,9 +207,9 @@ def lineup(folder: str, no_log: bool) -> None:
 @_friendly
 def plugins() -> None:
     """List every plugin: kind, name, package, parameters, doc."""
-    from facerecon import api
+    from facerecon import api, console
 
-    out().print(plugins_table(api.plugins()))
+    out().print(console.plugins_table(api.plugins()))
 
 
 @main.command()
@@ -225,9 +217,9 @@ def plugins() -> None:
 @_friendly
 def layers(model: str) -> None:
     """List the layers of MODEL that regularizers can tap, with their shapes."""
-    from facerecon import api
+    from facerecon import api, console
 
-    out().print(layers_table(model, api.layers(model)))
+    out().print(console.layers_table(model, api.layers(model)))
 
 
 @main.command()
@@ -348,7 +340,7 @@ def evaluate(
     """Score generators against SPEC's iterative solver on SPEC's held-out targets; with
     --collection, attack SPEC's model on a labelled collection, judged at fixed false-match
     rates (SAR, type I and II, white-box and transfer)."""
-    from facerecon import api
+    from facerecon import api, console
     from facerecon.console import ConsoleReporter
 
     if collections:
@@ -375,7 +367,7 @@ def evaluate(
         )
     finally:
         pm.unregister(reporter)
-    out().print(evaluation_table(result, threshold))
+    out().print(console.evaluation_table(result, threshold))
     for row in result.summary():
         err.print(f"{row['method']}: {escape(row['source'])}", soft_wrap=True)
     if result.run_id:
@@ -385,11 +377,11 @@ def evaluate(
 def _attack(spec: str, collection: list[str], no_track: bool, options: dict) -> None:
     """``evaluate --collection``: :func:`facerecon.api.attack` with the command's options,
     and its table."""
-    from facerecon import api
+    from facerecon import api, console
 
     track = False if no_track else None
     result, folder = api.attack(spec, collection, track=track, pm=api.plugin_manager(), **options)
-    out().print(attack_table(result))
+    out().print(console.attack_table(result))
     if not result.collection.type2:
         err.print("[yellow]warning:[/] one photo per person: no type II comparisons")
     if result.collection.skipped:
@@ -417,7 +409,7 @@ def calibrate(model: str, photos: tuple[str, ...], output: str | None) -> None:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from facerecon import api
+    from facerecon import api, console
     from facerecon.judges import calibration
 
     collection = calibration.collect(photos)
@@ -427,7 +419,7 @@ def calibrate(model: str, photos: tuple[str, ...], output: str | None) -> None:
     ) as progress:
         task = progress.add_task("", total=len(collection))
         record = api.calibrate(model, photos, step=lambda: progress.advance(task))
-    out().print(calibration_table(model, record))
+    out().print(console.calibration_table(model, record))
     impostor, genuine = record["impostor"], record["genuine"]
     err.print(
         f"{record['impostor_pairs']} impostor pairs (cosine mean {impostor['mean']:.3f}, "
