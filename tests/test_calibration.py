@@ -96,6 +96,20 @@ def test_a_rate_that_allows_every_pair_puts_the_threshold_below_them_all() -> No
     assert calibration.threshold_at(impostor, "0") == np.nextafter(0.4, 1.0)
 
 
+def test_a_rate_too_few_pairs_can_pass_is_left_out_except_the_loosest() -> None:
+    impostor = np.arange(1000) / 1000  # 1e-2 lets 10 pass, 1e-3 lets 1 pass
+    both = {"1e-2": np.nextafter(0.989, 1.0), "1e-3": np.nextafter(0.998, 1.0)}
+    assert calibration.thresholds(impostor) == both
+    assert calibration.thresholds(impostor, min_above=1) == both
+    assert calibration.thresholds(impostor, min_above=2) == {"1e-2": both["1e-2"]}
+    assert calibration.thresholds(impostor, min_above=11) == {"1e-2": both["1e-2"]}
+    assert calibration.thresholds(impostor, ("1e-3", "1e-2"), 11) == {"1e-3": both["1e-3"]}
+    assert calibration.thresholds(impostor[:99], min_above=0) == {
+        "1e-2": np.nextafter(0.098, 1.0),
+        "1e-3": np.nextafter(0.098, 1.0),
+    }
+
+
 def test_no_impostor_pairs_is_an_error_saying_what_is_needed() -> None:
     with pytest.raises(FaceReconError) as caught:
         calibration.threshold_at(np.zeros(0), "1e-2")

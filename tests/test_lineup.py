@@ -343,6 +343,15 @@ def test_a_line_up_written_without_a_seed_is_that_of_seed_0(tmp_path):
     assert default == _written(tmp_path / "seed0", list(shade), ["m"], seed=0)
 
 
+def test_a_look_alike_line_up_puts_look_alikes_on_each_sheet_of_its_key(tmp_path):
+    family = np.array([0, 1] * 7)  # two families of 7: within a family cosine 0.9, across 0.1
+    similarity = np.where(family[:, None] == family[None, :], 0.9, 0.1)
+    people = [f"p{i}" for i in range(14)]
+    key = _written(tmp_path / "lineup", people, ["m"], 3, similarity=similarity)
+    for sheet in key["sheets"]:
+        assert len({family[people.index(n)] for n in sheet["letters"]}) == 1
+
+
 def test_the_sheets_are_jpegs_of_quality_85(tmp_path):
     _written(tmp_path / "lineup", ["a", "b"], ["m"], grouping="by look-alikes", run_id="r1")
     key = json.loads((tmp_path / "lineup" / "key.json").read_text())
