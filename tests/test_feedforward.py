@@ -369,6 +369,7 @@ def test_a_report_gives_its_windows_mean_terms_the_optimizers_rate_and_the_speed
     trainer = loop(
         8, sampler=sampler, report_every=3, checkpoint_every=4, lr_drops={7: 2e-3, 3: 4e-3}
     )
+    # none done yet; int64, as the checkpoints written so far hold it (int32 cannot restore it)
     assert int(trainer.step.numpy()) == 0 and trainer.step.dtype == tf.int64
     start = untrained(sampler)
     seen = Seen(trainer)
