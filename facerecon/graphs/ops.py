@@ -1,0 +1,109 @@
+"""TensorFlow ops the graph readers share: convolutions (plain, depthwise, grouped and
+transposed) with explicit padding, and PReLU.
+
+Images are NHWC here, as TensorFlow's CPU kernels want them; a reader of a channels-first
+format moves its tensors with :func:`to_channels_last` and :func:`to_channels_first` around
+these calls (adjacent pairs of transposes cancel in the compiled graph).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+Pads = Sequence[tuple[int, int]]  # (begin, end) per spatial axis
+
+
+def to_channels_last(x: tf.Tensor) -> tf.Tensor:
+    """NCHW -> NHWC."""
+    return tf.transpose(x, [0, 2, 3, 1])
+
+
+def to_channels_first(x: tf.Tensor) -> tf.Tensor:
+    """NHWC -> NCHW."""
+    return tf.transpose(x, [0, 3, 1, 2])
+
+
+def prelu(x: tf.Tensor, alpha: tf.Tensor) -> tf.Tensor:
+    """x where x >= 0, alpha * x below (alpha broadcast against x)."""
+    return tf.nn.relu(x) - alpha * tf.nn.relu(-x)
+
+
+def _explicit(pads: Pads) -> list[int]:
+    """Conv2D's explicit_paddings (NHWC order) from (begin, end) per spatial axis."""
+    (top, bottom), (left, right) = pads
+    return [0, 0, top, bottom, left, right, 0, 0]
+
+
+def conv2d(
+    x: tf.Tensor,
+    kernel: tf.Tensor,
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    pads: Pads,
+    groups: int = 1,
+) -> tf.Tensor:
+    """Cross-correlation of NHWC ``x`` with an HWIO ``kernel`` (I = in-channels / groups),
+    zero padding ``pads``. Depthwise when every group has one input and one output channel
+    per multiplier; other groups are convolved one by one."""
+    stride = [1, *strides, 1]
+    dilation = [1, *dilations, 1]
+    channels = x.shape[-1]
+    if groups == 1:
+        return tf.raw_ops.Conv2D(
+            input=x, filter=kernel, strides=stride, padding="EXPLICIT",
+            explicit_paddings=_explicit(pads), dilations=dilation,
+        )  # fmt: skip
+    if kernel.shape[2] == 1 and groups == channels:
+        # (kh, kw, 1, C * m) -> DepthwiseConv2dNative's (kh, kw, C, m): output c * m + j
+        depthwise = tf.reshape(kernel, [kernel.shape[0], kernel.shape[1], channels, -1])
+        return tf.raw_ops.DepthwiseConv2dNative(
+            input=x, filter=depthwise, strides=stride, padding="EXPLICIT",
+            explicit_paddings=_explicit(pads), dilations=dilation,
+        )  # fmt: skip
+    parts = zip(tf.split(x, groups, axis=-1), tf.split(kernel, groups, axis=-1), strict=True)
+    return tf.concat([conv2d(a, k, strides, dilations, pads) for a, k in parts], axis=-1)
+
+
+def conv2d_transpose(
+    x: tf.Tensor,
+    kernel: tf.Tensor,
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    pads: Pads,
+    output_padding: Sequence[int] = (0, 0),
+    groups: int = 1,
+) -> tf.Tensor:
+    """The transpose (gradient) of :func:`conv2d` for NHWC ``x`` and an HWOI ``kernel``
+    (O = out-channels / groups, I = in-channels, group g reading the g-th slice): each input pixel spreads ``kernel`` over the output at
+    ``strides``; the full result is cropped by ``pads`` and grown by ``output_padding``."""
+    batch, height, width, channels = x.shape
+    kh, kw = kernel.shape[0], kernel.shape[1]
+    full = [
+        (size - 1) * s + d * (k - 1) + 1
+        for size, s, d, k in zip((height, width), strides, dilations, (kh, kw), strict=True)
+    ]
+    stride = [1, *strides, 1]
+    dilation = [1, *dilations, 1]
+    batch = tf.shape(x)[0] if batch is None else batch
+    if groups == channels and kernel.shape[2] == 1:
+        out = tf.nn.depthwise_conv2d_backprop_input(
+            [batch, *full, channels], tf.reshape(kernel, [kh, kw, channels, 1]), x,
+            stride, "VALID", dilations=dilation,
+        )  # fmt: skip
+    elif groups == 1:
+        out = tf.nn.conv2d_transpose(
+            x, kernel, [batch, *full, kernel.shape[2]], stride, "VALID", dilations=dilation
+        )
+    else:
+        parts = zip(tf.split(x, groups, axis=-1), tf.split(kernel, groups, axis=-1), strict=True)
+        out = tf.concat(
+            [conv2d_transpose(a, k, strides, dilations, ((0, 0), (0, 0))) for a, k in parts],
+            axis=-1,
+        )
+    # Crop the begin pads; the end pads less output_padding (zeros added where negative).
+    (top, bottom), (left, right) = pads
+    bottom, right = bottom - output_padding[0], right - output_padding[1]
+    out = tf.pad(out, [[0, 0], [0, max(-bottom, 0)], [0, max(-right, 0)], [0, 0]])
+    return out[:, top : full[0] - bottom, left : full[1] - right, :]
