@@ -391,6 +391,40 @@ def _constant(xml: Path, weights: Path, blob: bytes, name: str, data: dict[str, 
     return values.astype(dtype.newbyteorder("=")).reshape(shape)
 
 
+def _edges(xml: Path, root: Element, raw: list[Element]) -> dict[str, list[tuple[int, str, int]]]:
+    """Per layer id, its inputs as (input port, source layer name, source output index)."""
+    names = {layer.get("id", ""): layer.get("name", "") for layer in raw}
+    if len(set(names.values())) != len(raw):
+        raise FaceReconError(f"{xml}: two layers share an id or a name")
+    outs = {}  # layer id -> its output port ids, in order
+    for layer in raw:
+        output = layer.find("output")
+        outs[layer.get("id", "")] = [p.get("id", "") for p in output] if output is not None else []
+    edges: dict[str, list[tuple[int, str, int]]] = {lid: [] for lid in names}
+    for edge in root.iter("edge"):
+        source, target = edge.get("from-layer", ""), edge.get("to-layer", "")
+        if source not in names or target not in names:
+            raise FaceReconError(
+                f"{xml}: an edge joins layer ids {source!r} and {target!r}, which are not both "
+                "in the graph"
+            )
+        port = edge.get("from-port", "")
+        if port not in outs[source]:
+            raise FaceReconError(f"{xml}: layer {names[source]!r} has no output port {port!r}")
+        to_port = int(edge.get("to-port", "0"))
+        edges[target].append((to_port, names[source], outs[source].index(port)))
+    return edges
+
+
+def _read_blob(xml: Path, weights: Path) -> bytes:
+    try:
+        return weights.read_bytes()
+    except FileNotFoundError:
+        raise FaceReconError(f"{xml}: its weights file {weights} does not exist") from None
+    except OSError as error:
+        raise FaceReconError(f"cannot read OpenVINO IR weights {weights}: {error}") from None
+
+
 def load_ir(
     xml: str | Path, weights: str | Path | None = None, outputs: Sequence[str] | None = None
 ) -> IRGraph:
@@ -402,43 +436,17 @@ def load_ir(
     layers = root.find("layers")
     if layers is None:
         raise FaceReconError(f"{xml}: the IR has no <layers>")
-    names: dict[str, str] = {}  # layer id -> name
-    outs: dict[str, list[str]] = {}  # layer id -> output port ids, in order
-    raw: list[Element] = list(layers.iter("layer"))
-    for layer in raw:
-        lid, name = layer.get("id", ""), layer.get("name", "")
-        if name in names.values():
-            raise FaceReconError(f"{xml}: two layers are named {name!r}")
-        names[lid] = name
-        output = layer.find("output")
-        outs[lid] = [p.get("id", "") for p in output] if output is not None else []
-    edges: dict[str, list[tuple[int, str, int]]] = {lid: [] for lid in names}
-    for edge in root.iter("edge"):
-        source, target = edge.get("from-layer", ""), edge.get("to-layer", "")
-        if source not in names or target not in names:
-            raise FaceReconError(f"{xml}: an edge joins layer ids {source!r} and {target!r}, "
-                                 "which are not both in the graph")  # fmt: skip
-        port = edge.get("from-port", "")
-        if port not in outs[source]:
-            raise FaceReconError(
-                f"{xml}: layer {names[source]!r} has no output port {port!r}"
-            )
-        edges[target].append((int(edge.get("to-port", "0")), names[source], outs[source].index(port)))
-    try:
-        blob = weights.read_bytes()
-    except FileNotFoundError:
-        raise FaceReconError(f"{xml}: its weights file {weights} does not exist") from None
-    except OSError as error:
-        raise FaceReconError(f"cannot read OpenVINO IR weights {weights}: {error.strerror}") from None
+    raw = list(layers.iter("layer"))
+    edges = _edges(xml, root, raw)
+    blob = _read_blob(xml, weights)
     nodes: dict[str, Node] = {}
     constants: dict[str, np.ndarray] = {}
     for layer in raw:
-        lid = layer.get("id", "")
         data_element = layer.find("data")
         data = dict(data_element.attrib) if data_element is not None else {}
-        inputs = sorted(edges[lid])
+        inputs = sorted(edges[layer.get("id", "")])
         node = Node(
-            names[lid], layer.get("type", ""), tuple(s for _, s, _ in inputs), data,
+            layer.get("name", ""), layer.get("type", ""), tuple(s for _, s, _ in inputs), data,
             tuple(p for _, _, p in inputs),
         )  # fmt: skip
         nodes[node.name] = node

@@ -76,8 +76,9 @@ def conv2d_transpose(
     groups: int = 1,
 ) -> tf.Tensor:
     """The transpose (gradient) of :func:`conv2d` for NHWC ``x`` and an HWOI ``kernel``
-    (O = out-channels / groups, I = in-channels, group g reading the g-th slice): each input pixel spreads ``kernel`` over the output at
-    ``strides``; the full result is cropped by ``pads`` and grown by ``output_padding``."""
+    (O = out-channels / groups, I = in-channels, group g reading the g-th slice): each
+    input pixel spreads ``kernel`` over the output at ``strides``; the full result is
+    cropped by ``pads`` and grown by ``output_padding``."""
     batch, height, width, channels = x.shape
     kh, kw = kernel.shape[0], kernel.shape[1]
     full = [

@@ -1,10 +1,8 @@
 """Reader for TensorFlow.js graph models, rebuilt with TensorFlow ops so gradients reach the input.
 
 A graph model is a ``model.json`` (a GraphDef as JSON plus a weights manifest) and binary
-weight shards. :func:`load_graph_model` reads and checks both; :meth:`GraphModel.run`
-evaluates only the nodes the requested outputs need; :class:`GraphLayer` wraps a stretch of
-the graph as a Keras layer, so a functional ``keras.Model`` can expose intermediate nodes.
-Weights are constants: nothing here is trainable.
+weight shards. :func:`load_graph_model` reads and checks both into a
+:class:`facerecon.graphs.graph.Graph`, whose ops are TensorFlow's own (a GraphDef's).
 """
 
 from __future__ import annotations
@@ -13,15 +11,18 @@ import base64
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from facerecon.core.errors import FaceReconError
+from facerecon.graphs import graph, ops
+from facerecon.graphs.graph import GraphLayer, chain
+
+__all__ = ["SUPPORTED_OPS", "GraphLayer", "GraphModel", "Node", "chain", "load_graph_model"]
 
 _PLAIN = {"float32": "<f4", "int32": "<i4", "bool": "?"}  # unquantized dtypes, as stored
 _TARGETS = {"float32": np.float32, "int32": np.int32, "bool": np.bool_}
@@ -61,13 +62,8 @@ SUPPORTED_OPS: frozenset[str] = frozenset((*_UNARY, *_BINARY, *_STRUCTURAL))
 
 
 @dataclass(frozen=True)
-class Node:
+class Node(graph.Node):
     """One GraphDef node: data inputs are node names (control inputs are dropped)."""
-
-    name: str
-    op: str
-    inputs: tuple[str, ...]
-    attr: Mapping[str, Any]
 
     def get(self, key: str, default: Any = None) -> Any:
         """The decoded attribute ``key`` (strings from base64, ints from text)."""
@@ -96,88 +92,23 @@ def _decode_attr(value: Mapping[str, Any]) -> Any:
     return value
 
 
-@dataclass
-class GraphModel:
+class GraphModel(graph.Graph):
     """A TF.js graph model: its nodes, its decoded weights and where it came from."""
 
-    source: Path
-    nodes: dict[str, Node]
-    weights: dict[str, np.ndarray]
-    _constants: dict[str, tf.Tensor] = field(default_factory=dict, repr=False)
+    reader = "TF.js"
+    supported = SUPPORTED_OPS
 
-    def order(self, outputs: Sequence[str], feeds: Sequence[str] = ()) -> list[str]:
-        """The nodes needed for ``outputs`` given ``feeds``, inputs before their users."""
-        for name in (*outputs, *feeds):
-            if name not in self.nodes:
-                raise FaceReconError(f"{self.source}: the graph has no node {name!r}")
-        done: set[str] = set(feeds)
-        ordered: list[str] = []
-        # Iterative depth-first search: deep graphs would overflow Python's recursion limit.
-        stack: list[tuple[str, bool]] = [(name, False) for name in reversed(outputs)]
-        while stack:
-            name, expanded = stack.pop()
-            if name in done:
-                continue
-            if expanded:
-                done.add(name)
-                ordered.append(name)
-                continue
-            stack.append((name, True))
-            stack.extend((i, False) for i in reversed(self.nodes[name].inputs) if i not in done)
-        return ordered
-
-    def check(self, names: Sequence[str]) -> None:
-        """Fail with one line on the first node whose op (or fused step) is not supported."""
-        for name in names:
-            node = self.nodes[name]
-            if node.op not in SUPPORTED_OPS:
+    def check_node(self, node: Node) -> None:
+        for step in node.get("fused_ops", []):
+            if step not in _FUSED_STEPS:
                 raise FaceReconError(
-                    f"{self.source}: node {name!r} uses op {node.op!r}, which facerecon's "
-                    f"TF.js reader does not support (supported: {', '.join(sorted(SUPPORTED_OPS))})"
-                )
-            for step in node.get("fused_ops", []):
-                if step not in _FUSED_STEPS:
-                    raise FaceReconError(
-                        f"{self.source}: node {name!r} ({node.op}) fuses {step!r}, which "
-                        f"facerecon's TF.js reader does not support "
-                        f"(supported: {', '.join(sorted(_FUSED_STEPS))})"
-                    )
-            for source in node.inputs:
-                if source not in self.nodes:
-                    raise FaceReconError(
-                        f"{self.source}: node {name!r} reads {source!r}, which is not in the graph"
-                    )
-            if node.op == "Const" and name not in self.weights:
-                raise FaceReconError(
-                    f"{self.source}: constant {name!r} has no entry in the weights manifest"
+                    f"{self.source}: node {node.name!r} ({node.op}) fuses {step!r}, which "
+                    f"facerecon's TF.js reader does not support "
+                    f"(supported: {', '.join(sorted(_FUSED_STEPS))})"
                 )
 
-    def constant(self, name: str) -> tf.Tensor:
-        """The weight ``name`` as an eager constant, made once and shared by every trace."""
-        if name not in self._constants:
-            # Eager even when first asked for inside a tf.function or a Keras trace.
-            with tf.init_scope():
-                self._constants[name] = tf.constant(self.weights[name])
-        return self._constants[name]
-
-    def run(self, feeds: Mapping[str, tf.Tensor], outputs: Sequence[str]) -> list[tf.Tensor]:
-        """Evaluate ``outputs`` with ``feeds`` standing in for the nodes they name."""
-        order = self.order(outputs, tuple(feeds))
-        self.check(order)
-        values: dict[str, tf.Tensor] = dict(feeds)
-        for name in order:
-            node = self.nodes[name]
-            if node.op == "Placeholder":
-                raise FaceReconError(
-                    f"{self.source}: computing {', '.join(outputs)} needs input {name!r}, "
-                    "which is not fed"
-                )
-            if node.op == "Const":
-                values[name] = self.constant(name)
-                continue
-            args = [values[i] for i in node.inputs]
-            values[name] = _apply(node, args)
-        return [values[name] for name in outputs]
+    def apply(self, node: Node, args: list[tf.Tensor]) -> tf.Tensor:
+        return _apply(node, args)
 
 
 def _apply(node: Node, args: list[tf.Tensor]) -> tf.Tensor:
@@ -214,7 +145,7 @@ def _apply(node: Node, args: list[tf.Tensor]) -> tf.Tensor:
     if op == "LeakyRelu":
         return tf.nn.leaky_relu(args[0], alpha=node.get("alpha"))
     if op == "Prelu":
-        return _prelu(args[0], args[1])
+        return ops.prelu(args[0], args[1])
     if op in ("Mean", "Sum"):
         reduce = tf.reduce_mean if op == "Mean" else tf.reduce_sum
         return reduce(args[0], axis=args[1], keepdims=bool(node.get("keep_dims")))
@@ -252,17 +183,13 @@ def _bias_format(node: Node) -> str:
     return "NCHW" if node.get("data_format") == "NCHW" else "NHWC"
 
 
-def _prelu(x: tf.Tensor, alpha: tf.Tensor) -> tf.Tensor:
-    return tf.nn.relu(x) - alpha * tf.nn.relu(-x)
-
-
 def _fused(node: Node, x: tf.Tensor, extra: list[tf.Tensor]) -> tf.Tensor:
     """Apply a fused op's ``fused_ops`` in order, each taking its extra inputs in turn."""
     for step in node.get("fused_ops", []):
         if step == "BiasAdd":
             x = tf.nn.bias_add(x, extra.pop(0), data_format=_bias_format(node))
         elif step == "Prelu":
-            x = _prelu(x, extra.pop(0))
+            x = ops.prelu(x, extra.pop(0))
         elif step == "LeakyRelu":
             x = tf.nn.leaky_relu(x, alpha=node.get("leakyrelu_alpha"))
         else:
@@ -373,46 +300,3 @@ def load_graph_model(path: str | Path, outputs: Sequence[str] | None = None) -> 
     graph = GraphModel(path, nodes, _read_weights(path, model.get("weightsManifest", [])))
     graph.check(graph.order(outputs) if outputs is not None else list(nodes))
     return graph
-
-
-def _check_stretch(graph: GraphModel, feed: str, output: str) -> None:
-    """Fail unless ``output`` can be computed from ``feed`` alone, with supported ops."""
-    order = graph.order([output], [feed])
-    graph.check(order)
-    unfed = [name for name in order if graph.nodes[name].op == "Placeholder"]
-    if unfed:
-        raise FaceReconError(
-            f"{graph.source}: {output!r} depends on input {unfed[0]!r}, not only on {feed!r}"
-        )
-
-
-class GraphLayer(keras.layers.Layer):
-    """The stretch of a graph from node ``feed`` (the layer's input) to node ``output``.
-
-    Chaining layers whose feed is the previous output makes each cut a named Keras layer; a
-    stretch that needs a node before its feed (a skip connection across a cut) fails to build.
-    """
-
-    # Keras reads __init__'s argument spec, which mutmut's wrapper would hide: the checks live
-    # in _check_stretch, and this stays as written.
-    def __init__(
-        self, graph: GraphModel, feed: str, output: str, **kwargs: Any
-    ) -> None:  # pragma: no mutate block
-        super().__init__(trainable=False, **kwargs)
-        self.graph, self.feed, self.output_node = graph, feed, output
-        _check_stretch(graph, feed, output)
-
-    def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        (out,) = self.graph.run({self.feed: inputs}, [self.output_node])
-        return out
-
-
-def chain(
-    graph: GraphModel, x: keras.KerasTensor, feed: str, stops: Sequence[tuple[str, str]]
-) -> keras.KerasTensor:
-    """Run ``x`` (standing in for node ``feed``) through ``graph``: one :class:`GraphLayer`
-    per ``(layer name, node)`` stop, in order, so every stop is a named Keras layer."""
-    for layer_name, node in stops:
-        x = GraphLayer(graph, feed, node, name=layer_name)(x)
-        feed = node
-    return x
