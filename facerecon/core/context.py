@@ -42,6 +42,8 @@ class RunResult:
     judges: list[dict[str, Any]] = field(default_factory=list)
     #: what the solver handed back besides images (the feedforward solver: ``generator``)
     extras: dict[str, Any] = field(default_factory=dict)
+    #: the parameterization's whole pictures per candidate (a generator's frames), if any
+    frames: np.ndarray | None = None
 
     @property
     def failure(self) -> str | None:
@@ -79,6 +81,8 @@ class RunContext:
     target_faces: list[str] = field(default_factory=list)
     #: free space for lifecycle plugins
     extras: dict[str, Any] = field(default_factory=dict)
+    #: per plugin kind: the terms of use of the weights it runs on, when they have their own
+    weights_terms: dict[str, str] = field(default_factory=dict)
     #: when the run started (``time.time()``; the runner sets it before any loading)
     started: float = field(default_factory=time.time)
 

@@ -53,8 +53,10 @@ def register_transforms(register: Callable[[type], None]) -> None:
 def register_parameterizations(register: Callable[[type], None]) -> None:
     """Register image parameterizations (subclasses of :class:`facerecon.Parameterization`).
 
-    ``to_images(from_images(x))`` must give back ``x`` (up to float error) for any x in
-    [0, 1], so every init kind works, and ``to_images`` must stay within [0, 1].
+    ``to_images`` must stay within [0, 1], and ``to_images(from_images(x))`` must give back
+    ``x`` (up to float error) for any x in [0, 1], so every init kind works; a
+    parameterization that cannot make every image (a generator) gives its closest image
+    instead, and says so in its docstring.
     """
 
 

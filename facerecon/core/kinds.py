@@ -31,6 +31,8 @@ class Plugin(ABC):
 
     name: ClassVar[str]
     Params: ClassVar[type[Params]] = Params
+    #: the terms of use of weights the plugin fetches, when they are not facerecon's licence
+    terms: ClassVar[str | None] = None
 
     def __init__(self, params: Params | None = None) -> None:
         self.params = params if params is not None else self.Params()
@@ -159,6 +161,8 @@ class SolveResult:
     stop_reason: str
     #: anything else worth keeping (the feedforward solver returns its ``generator``)
     extras: dict[str, Any] = field(default_factory=dict)
+    #: the parameterization's whole pictures (a generator's frames), when it has them
+    frames: np.ndarray | None = None
 
 
 class Transform(Plugin):
@@ -189,6 +193,21 @@ class Parameterization(Plugin):
 
     def constrain(self, params: tf.Variable) -> None:
         """Keep the parameters valid after an update; the default leaves them alone."""
+        return None
+
+    def prepare(self, context: PrepareContext) -> None:
+        """Set up for a run's model (once, before :meth:`from_images`); the default does
+        nothing. A generator measures where the model's chip lies in its frames here."""
+        return None
+
+    def penalty(self, params: tf.Tensor) -> tf.Tensor | None:
+        """A prior on the parameters, per batch element (B,), added to the loss as the term
+        ``prior``; None (the default) adds nothing."""
+        return None
+
+    def frames(self, params: tf.Tensor) -> tf.Tensor | None:
+        """Whole pictures the parameters make, when they are more than the model's chips
+        (a generator's full frame), kept with the run's final images; None by default."""
         return None
 
 

@@ -74,6 +74,9 @@ class IterativeSolver(Solver):
             with tf.GradientTape() as tape:
                 images = param.to_images(params)
                 terms = objective(images, weights, seed=seed)
+                prior = param.penalty(params)
+                if prior is not None:
+                    terms = {**terms, "prior": prior, "total": terms["total"] + prior}
                 loss = tf.reduce_sum(terms["total"])
             grad = tape.gradient(loss, params)
             if levels:
@@ -103,4 +106,10 @@ class IterativeSolver(Solver):
                     break
             previous = current
         final = param.to_images(params).numpy()
-        return SolveResult(images=final, steps=t + 1, stop_reason=reason)
+        frames = param.frames(params)
+        return SolveResult(
+            images=final,
+            steps=t + 1,
+            stop_reason=reason,
+            frames=None if frames is None else frames.numpy(),
+        )

@@ -76,9 +76,11 @@ class Objective:
         self.context: PrepareContext | None = None
 
     def prepare(self, context: PrepareContext) -> None:
-        """Prepare every regularizer for this batch (once); kept for :meth:`for_batch`."""
+        """Prepare every regularizer and the parameterization for this batch (once); kept
+        for :meth:`for_batch`."""
         for term in self.terms:
             term.regularizer.prepare(context)
+        self.parameterization.prepare(context)
         self.context = context
 
     @property

@@ -201,6 +201,8 @@ def prepare(spec: Spec, reg: Registry | None = None) -> tuple[RunContext, Object
         total_steps=getattr(solver.params, "steps", 0),
     )
     context.init = _init(spec, elements, guide_chips, model, targets)
+    plugins = {"model": model, "parameterization": parameterization, "solver": solver}
+    context.weights_terms = {kind: p.terms for kind, p in plugins.items() if p.terms}
     context.target_entries = entries
     # A photo with several faces gives its largest: reporters say which, MLflow tags it.
     context.target_faces = face_notes
@@ -254,6 +256,7 @@ def run(spec: Spec, *, pm: pluggy.PluginManager | None = None) -> RunResult:
             stop_reason=solved.stop_reason,
             run_id=context.run_id,
             extras=solved.extras,
+            frames=solved.frames,
         )
     except BaseException as exc:
         pm.hook.on_error(context=context, error=exc)

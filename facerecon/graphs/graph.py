@@ -11,7 +11,7 @@ Constants stay constants: nothing here is trainable.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -135,6 +135,23 @@ class Graph:
             value = self.apply(node, args)
             values[name] = value if isinstance(value, tuple) else (value,)
         return [values[name][0] for name in outputs]
+
+    def split_feed(self, name: str, readers: Sequence[str]) -> list[str]:
+        """Give each node of ``readers`` its own input in place of node ``name``: one new
+        input node per reader, named ``name/<i>``, returned in the order of ``readers``."""
+        feeds = []
+        for i, reader in enumerate(readers):
+            node = self.nodes[reader]
+            if name not in node.inputs:
+                raise FaceReconError(
+                    f"{self.source}: {self.noun} {reader!r} does not read {name!r}"
+                )
+            feed = f"{name}/{i}"
+            self.nodes[feed] = Node(feed, self.feed_op, (), {})
+            inputs = tuple(feed if source == name else source for source in node.inputs)
+            self.nodes[reader] = replace(node, inputs=inputs)
+            feeds.append(feed)
+        return feeds
 
     def check_stretch(self, feed: str, output: str) -> None:
         """Fail unless ``output`` can be computed from ``feed`` alone, with supported ops."""

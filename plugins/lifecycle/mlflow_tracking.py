@@ -207,6 +207,7 @@ def before_run(context: RunContext) -> None:
         tags["mlflow.parentRunId"] = spec.tracking.parent_run_id
     if notes := context.target_faces:
         tags["facerecon.target_faces"] = "; ".join(notes)[:5000]  # MLflow's tag value limit
+    tags |= {f"facerecon.terms.{kind}": text for kind, text in context.weights_terms.items()}
     context.extras["_mlflow"] = _Run.start(_create_run, spec, tags, context)
 
 
@@ -322,6 +323,9 @@ def _write_panels(folder: Path, state: _Run, context: RunContext, faces: bool = 
             folder / "kept" / f"target_{target}.png",
             grid([[result.images[index]]], size, gap=0),
         )
+        if result.frames is not None:  # and the whole picture the chip was cut from
+            frame = grid([[result.frames[index]]], len(result.frames[index]), gap=0)
+            _save_png(folder / "frames" / f"target_{target}.png", frame)
 
 
 def _finish(state: _Run, context: RunContext) -> None:
