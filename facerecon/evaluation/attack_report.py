@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from facerecon.evaluation import attack, lineup
+from facerecon.evaluation import attack, lineup, realism
 from facerecon.evaluation.attack_sweep import AttackResult
 from facerecon.evaluation.tables import markdown
 from facerecon.faces import photos as faces
@@ -39,7 +39,54 @@ def record(result: AttackResult) -> dict[str, Any]:
         "judges": _plain(attack.reference_rows(result.judges)),
         "methods": _plain(result.rows()),
         "per_person": {m.name: {p: _plain(s) for p, s in m.scores.items()} for m in result.methods},
+        "realism": realism_record(result),
     }
+
+
+def realism_record(result: AttackResult) -> dict[str, Any]:
+    """Skin tone and texture (:mod:`facerecon.evaluation.realism`) of every method's
+    reconstructions against the person's photos, and the photos' own texture, on the
+    attacked model's chips."""
+    people = result.collection.people
+    chips = {p.name: [_chip(result, photo) for photo in p.photos] for p in people}
+    slopes = [realism.spectrum_slope(c) for p in people for c in chips[p.name]]
+    out: dict[str, Any] = {"photos": {"spectrum_slope": float(np.mean(slopes))}, "methods": {}}
+    for method in result.methods:
+        each = {
+            p.name: realism.measures(method.images[p.name], chips[p.name])
+            for p in people
+            if p.name in method.images
+        }
+        if not each:
+            continue
+        differences = [m["ita_difference"] for m in each.values()]
+        differences = [d for d in differences if d is not None]
+        out["methods"][method.name] = {
+            "ita_difference": float(np.mean(differences)) if differences else None,
+            "people_in_colour": len(differences),
+            "spectrum_slope": float(np.mean([m["spectrum_slope"] for m in each.values()])),
+            "per_person": each,
+        }
+    return out
+
+
+def realism_table(data: dict[str, Any]) -> list[str]:
+    """The lines of the realism table of :func:`record`'s data (none before it had one)."""
+    found = data.get("realism")
+    if not found or not found["methods"]:
+        return []
+    rows = [
+        [
+            name,
+            _num(m["ita_difference"], ".1f"),
+            str(m["people_in_colour"]),
+            _num(m["spectrum_slope"], ".2f"),
+        ]
+        for name, m in found["methods"].items()
+    ]
+    rows.append(["the people's photos", "-", "-", _num(found["photos"]["spectrum_slope"], ".2f")])
+    columns = ["images", "skin tone: ITA difference (deg)", "people in colour", "spectrum slope"]
+    return ["", *markdown(columns, rows)]
 
 
 def _plain(value: Any) -> Any:
@@ -108,6 +155,7 @@ def tables(data: dict[str, Any]) -> str:
         "mean cos I", "mean cos II", "face found", "s / template",
     ]  # fmt: skip
     lines += ["", *markdown(columns, methods)]
+    lines += realism_table(data)
     for name, source in data.get("generators", {}).items():
         lines += ["", f"{name}: `{source}`"]
     if data["failed_people"]:
