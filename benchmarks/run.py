@@ -3,6 +3,7 @@
     python benchmarks/run.py [--models dlib-resnet facenet] [--out benchmarks/results.json]
     python benchmarks/run.py --tracking-only [--tracking-pairs 15]   # tracking and cold start
     python benchmarks/run.py --generator-only   # identity generator vs iterative steps
+    python benchmarks/run.py --stylegan --steps 8   # the stylegan recipe's step vs fft's
 
 Every speed is reported next to a baseline timed in the same process, because this machine
 is shared and noisy: the compiled step against (a) a plain eager GradientTape loop doing
@@ -152,6 +153,47 @@ def transforms_cost(model, steps: int, rounds: int = 3) -> dict[str, float]:
     base = out["fft, K=1 s/step"]
     out["K=4 vs K=1"] = out["fft, K=4 s/step"] / base
     out["fft vs pixels"] = out["fft, no transforms s/step"] / out["pixels, no transforms s/step"]
+    return out
+
+
+def stylegan_cost(model, steps: int, rounds: int = 3, batches: tuple[int, ...] = (1, 4)) -> dict:
+    """Seconds per step of the stylegan recipe (MobileStyleGAN's w, the synthesis at 1024)
+    against the quickstart's fft recipe (K=4 draws), at each batch, interleaved ``rounds``
+    times in this process; and the synthesis alone (forward; forward and backward)."""
+    from facerecon.core.kinds import PrepareContext
+    from facerecon_plugins.parameterizations.stylegan import StyleGAN
+
+    generator = StyleGAN()
+    generator.prepare(PrepareContext(model, None, None, None))
+    chain = [Scale(), Jitter(), Mirror()]
+    setups = {
+        "fft, K=4": {"parameterization": Fourier(), "transforms": Transforms(chain, 4)},
+        "stylegan w, no transforms": {"parameterization": generator},
+        "stylegan w, K=4": {"parameterization": generator, "transforms": Transforms(chain, 4)},
+    }
+    seconds: dict[str, list[float]] = {f"{name}, batch {b}": [] for name in setups for b in batches}
+    for _ in range(rounds):
+        for name, setup in setups.items():
+            for b in batches:
+                step = compiled_step_seconds(model, b, steps, **setup)
+                seconds[f"{name}, batch {b}"].append(step)
+    out: dict[str, Any] = {f"{k} s/step": float(np.median(v)) for k, v in seconds.items()}
+    for b in batches:
+        stylegan = out[f"stylegan w, no transforms, batch {b} s/step"]
+        out[f"stylegan vs fft, batch {b}"] = stylegan / out[f"fft, K=4, batch {b} s/step"]
+    u = tf.Variable(tf.zeros((1, 1, 512)))
+    forward = tf.function(lambda: generator.frames(u))
+
+    @tf.function
+    def forward_backward():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(generator.frames(u))
+        return tape.gradient(loss, u)
+
+    out["synthesis forward, batch 1 s"] = median_time(lambda: forward().numpy(), 5)
+    out["synthesis forward and backward, batch 1 s"] = median_time(
+        lambda: forward_backward().numpy(), 5
+    )
     return out
 
 
@@ -419,6 +461,11 @@ def main() -> None:
         action="store_true",
         help="measure only the quickstart's whole process; update the cold_start key",
     )
+    parser.add_argument(
+        "--stylegan",
+        action="store_true",
+        help="only the stylegan recipe's step against the fft recipe's (batches 1 and 4)",
+    )
     parser.add_argument("--cold-repeats", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"))
     args = parser.parse_args()
@@ -451,6 +498,18 @@ def main() -> None:
                             model_for("dlib-resnet"), args.steps
                         ),
                     },
+                }
+            },
+        )
+        return
+    if args.stylegan:
+        update_results(
+            Path(args.out),
+            lambda results: {
+                "stylegan": {
+                    "load_average_at_start": os.getloadavg(),
+                    "dlib-resnet": stylegan_cost(model_for("dlib-resnet"), args.steps),
+                    "load_average_at_end": os.getloadavg(),
                 }
             },
         )
