@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 import pluggy
+import tensorflow as tf
 
 from facerecon.core.context import Judges, References, Variant
 from facerecon.core.errors import FaceReconError
-from facerecon.core.kinds import FaceModel
+from facerecon.core.kinds import FaceModel, PrepareContext
 from facerecon.core.registry import plugin_manager, registry
 from facerecon.core.spec import PluginRef, Spec
 from facerecon.engine.runner import embed_photo, instantiate
@@ -30,6 +31,7 @@ from facerecon.faces import photos as faces
 from facerecon.faces.neighbours import nearest_means
 from facerecon.judges import calibration
 from facerecon.judges import scoring as judging
+from facerecon.ops.forward import forward_for
 
 
 @dataclass
@@ -184,18 +186,42 @@ def _references(models: list[FaceModel], embedded, people: list[attack.Person]) 
     }
 
 
-def _baseline(spec: Spec, model: FaceModel, templates: np.ndarray) -> np.ndarray:
+def _baseline(spec: Spec, reg, model: FaceModel, templates: np.ndarray) -> np.ndarray:
     """Per template, the image the iterative solver starts from before any step: the mean
     of the template's nearest strangers (``init.nearest``), the spec's mean face, or the
-    average face."""
+    average face, as the spec's parameterization makes it (a generator's start is its own)."""
     init = spec.init
     if init.kind == "mean" and init.nearest:
-        return nearest_means(model, init.images, init.align, templates, init.nearest, spec.base_dir)
-    if init.kind == "mean":
-        start = faces.mean_chip(model, init.images, init.align, spec.base_dir)
+        starts = nearest_means(
+            model, init.images, init.align, templates, init.nearest, spec.base_dir
+        )
     else:
-        start = faces.chip(model, faces.read_image("builtin:average-face"), False, "average")[0]
-    return np.repeat(start[None], len(templates), axis=0)
+        if init.kind == "mean":
+            start = faces.mean_chip(model, init.images, init.align, spec.base_dir)
+        else:
+            average = faces.read_image("builtin:average-face")
+            start = faces.chip(model, average, False, "average")[0]
+        starts = np.repeat(start[None], len(templates), axis=0)
+    return _through(spec, reg, model, starts)
+
+
+def _through(spec: Spec, reg, model: FaceModel, images: np.ndarray) -> np.ndarray:
+    """``images`` as the spec's parameterization starts from them, a few at a time."""
+    param = instantiate(reg, "parameterization", spec.parameterization)
+    param.prepare(
+        PrepareContext(
+            model=model,
+            forward=lambda x, taps: forward_for(model, taps).numpy(x),
+            guides=None,
+            load_images=lambda src, align: faces.chips(model, src, align, spec.base_dir),
+            seed=spec.seed,
+        )
+    )
+    made = [
+        param.to_images(tf.constant(param.from_images(images[i : i + 4]))).numpy()
+        for i in range(0, len(images), 4)
+    ]
+    return np.concatenate(made).astype(np.float32)
 
 
 def _generated(
@@ -319,7 +345,8 @@ def evaluate_attack(
     methods = [iterative] if iterative_runs else []
     for index, source in enumerate(generators, 1):
         methods.append(_generated(f"generator {index}", source, attacked, people, guide))
-    starts = _baseline(spec, attacked, embedded[attacked.name].of([p.photos[0] for p in people]))
+    templates = embedded[attacked.name].of([p.photos[0] for p in people])
+    starts = _baseline(spec, reg, attacked, templates)
     named = {p.name: start for p, start in zip(people, starts, strict=True)}
     methods.append(Method("baseline (start image)", images=named))
     entries = list(range(len(people)))
