@@ -190,6 +190,9 @@ def stylegan_cost(model, steps: int, rounds: int = 3, batches: tuple[int, ...] =
             loss = tf.reduce_sum(generator.frames(u))
         return tape.gradient(loss, u)
 
+    small, large = memory("dlib-resnet", 1, True), memory("dlib-resnet", 3, True)
+    out["peak GiB, batch 1"], out["peak GiB, batch 3"] = small, large
+    out["GiB per element"] = (large - small) / 2
     out["synthesis forward, batch 1 s"] = median_time(lambda: forward().numpy(), 5)
     out["synthesis forward and backward, batch 1 s"] = median_time(
         lambda: forward_backward().numpy(), 5
@@ -316,20 +319,28 @@ def child(code: str) -> tuple[float, dict]:
     return time.perf_counter() - start, json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def solve_only(name: str, batch: int, steps: int = 2) -> None:
+def solve_only(name: str, batch: int, steps: int = 2, stylegan: bool = False) -> None:
     """A few compiled steps and nothing else (for memory measurements)."""
     model = model_for(name)
     init = np.full((batch, model.input_size, model.input_size, 3), 0.5, np.float32)
-    Adam(Adam.Params(steps=steps)).solve(objective_for(model, batch), init, lambda info: None)
+    parameterization = None
+    if stylegan:
+        from facerecon.core.kinds import PrepareContext
+        from facerecon_plugins.parameterizations.stylegan import StyleGAN
+
+        parameterization = StyleGAN()
+        parameterization.prepare(PrepareContext(model, None, None, None))
+    objective = objective_for(model, batch, parameterization=parameterization)
+    Adam(Adam.Params(steps=steps)).solve(objective, init, lambda info: None)
 
 
-def memory(name: str, batch: int) -> float:
+def memory(name: str, batch: int, stylegan: bool = False) -> float:
     """Peak resident memory (GiB) of a fresh process running compiled steps at ``batch``."""
     code = f"""
 import json, resource, sys
 sys.path.insert(0, "benchmarks")
 from run import solve_only
-solve_only({name!r}, {batch})
+solve_only({name!r}, {batch}, stylegan={stylegan})
 print(json.dumps({{"rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
 """
     return child(code)[1]["rss"] / 2**20

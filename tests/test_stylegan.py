@@ -280,3 +280,21 @@ def test_a_run_through_the_generator_gets_closer_and_keeps_its_frame(store, tmp_
 
     assert Image.open(frame).size == (1024, 1024)
     assert result.images.shape == (1, 150, 150, 3)
+
+
+def test_a_batch_of_frames_beyond_the_machines_memory_is_refused_with_the_estimate():
+    from facerecon.engine.validation import MEMORY_SHARE, _physical_memory, validate
+
+    # just over the limit on the generator's frames alone (the chips themselves are small)
+    elements = int(MEMORY_SHARE * _physical_memory() / StyleGAN.bytes_per_image) + 1
+    raw = {
+        "name": "too-many-frames",
+        "model": {"name": "dlib-resnet"},
+        "targets": [{"image": "builtin:astronaut"}],
+        "parameterization": {"name": "stylegan"},
+        "restarts": elements,
+        "tracking": {"enabled": False},
+    }
+    with pytest.raises(FaceReconError, match=r"GB per element for parameterization 'stylegan'"):
+        validate(raw)
+    validate({**raw, "restarts": elements - 2})

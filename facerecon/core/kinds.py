@@ -182,6 +182,9 @@ class Parameterization(Plugin):
 
     #: whether the parameters are the pixels themselves (pixel-space gradient tricks apply)
     pixel_space: ClassVar[bool] = False
+    #: memory one batch element takes here beyond the model's (a generator's frames and
+    #: their gradients), in bytes: validation refuses a batch that cannot fit
+    bytes_per_image: ClassVar[int] = 0
 
     @abstractmethod
     def from_images(self, images: np.ndarray) -> np.ndarray:

@@ -283,13 +283,14 @@ def _embedding_rows(spec: Spec) -> int:
     return rows
 
 
-def batch_bytes(spec: Spec, input_size: int) -> tuple[int, int]:
+def batch_bytes(spec: Spec, input_size: int, per_element: int = 0) -> tuple[int, int]:
     """(images the model sees per step, estimated bytes) of a spec's batch: targets x
     guides x restarts x transform samples, each ``input_size``^2 x 3 values at
-    :data:`BYTES_PER_INPUT_VALUE`. A folder of guides counts as one guide."""
-    images = _embedding_rows(spec) * max(len(spec.guides), 1) * spec.restarts
-    images *= spec.transforms.samples
-    return images, images * input_size**2 * 3 * BYTES_PER_INPUT_VALUE
+    :data:`BYTES_PER_INPUT_VALUE`, and ``per_element`` bytes (the parameterization's) per
+    batch element. A folder of guides counts as one guide."""
+    elements = _embedding_rows(spec) * max(len(spec.guides), 1) * spec.restarts
+    images = elements * spec.transforms.samples
+    return images, images * input_size**2 * 3 * BYTES_PER_INPUT_VALUE + elements * per_element
 
 
 def _check_memory(spec: Spec, reg: Registry) -> list[str]:
@@ -299,18 +300,24 @@ def _check_memory(spec: Spec, reg: Registry) -> list[str]:
     size = getattr(reg.get("model", spec.model.name), "input_size", None)
     if not isinstance(size, int):
         return []
-    images, need = batch_bytes(spec, size)
+    name = spec.parameterization.name
+    per_element = 0
+    if name in reg.names("parameterization"):
+        per_element = reg.get("parameterization", name).bytes_per_image
+    images, need = batch_bytes(spec, size, per_element)
     total = _physical_memory()
     limit = total * MEMORY_SHARE
     if need <= limit:
         return []
     gb = 1024**3
+    generator = f"; {per_element / gb:.1f} GB per element for parameterization {name!r}"
     return [
         f"restarts: a batch of {images} images ({_embedding_rows(spec)} target(s) x "
         f"{max(len(spec.guides), 1)} guide(s) x {spec.restarts} restart(s) x "
         f"{spec.transforms.samples} transform sample(s)) at {size}x{size} px needs about "
         f"{need / gb:.1f} GB ({BYTES_PER_INPUT_VALUE} bytes per input value, activations "
-        f"and optimizer state included); the limit is {limit / gb:.1f} GB "
+        f"and optimizer state included{generator if per_element else ''}); the limit is "
+        f"{limit / gb:.1f} GB "
         f"({MEMORY_SHARE:.0%} of this machine's {total / gb:.1f} GB); lower restarts, "
         f"targets, guides or transforms.samples (got {spec.restarts})"
     ]

@@ -78,6 +78,9 @@ class StyleGAN(Parameterization):
     name = "stylegan"
     Params = StyleGANParams
     terms = weights.TERMS
+    # peak memory per batch element of a compiled step, synthesis at 1024 and its gradient
+    # (benchmarks/results.json: stylegan, dlib-resnet, "GiB per element": 2.2)
+    bytes_per_image = int(2.2 * 2**30)
 
     def __init__(self, params: StyleGANParams | None = None) -> None:
         super().__init__(params)
