@@ -202,48 +202,32 @@ def _pads(node: Node, sizes: Sequence[int], kernel: Sequence[int]) -> list[tuple
         return [(0, 0), (0, 0)]
     if auto in ("same_upper", "same_lower"):
         strides, dilations = _ints(node, "strides"), _ints(node, "dilations", (1, 1))
-        pads = []
-        for size, s, d, k in zip(sizes, strides, dilations, kernel, strict=True):
-            total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
-            small, large = total // 2, total - total // 2
-            pads.append((small, large) if auto == "same_upper" else (large, small))
-        return pads
+        return ops.same_pads(sizes, strides, dilations, kernel, auto == "same_upper")
     begin, end = _ints(node, "pads_begin"), _ints(node, "pads_end")
     return list(zip(begin, end, strict=True))
 
 
 def _convolution(node: Node, args: list[tf.Tensor]) -> tf.Tensor:
     x, weights = args
-    if node.op == "GroupConvolution":  # (G, O/G, I/G, kh, kw) -> (kh, kw, I/G, O)
+    groups = 1
+    if node.op == "GroupConvolution":  # (G, O/G, I/G, kh, kw) -> (O, I/G, kh, kw)
         groups = weights.shape[0]
         weights = tf.reshape(weights, [-1, *weights.shape[2:]])
-    else:  # (O, I, kh, kw)
-        groups = 1
-    kernel = tf.transpose(weights, [2, 3, 1, 0])
-    pads = _pads(node, x.shape[2:], kernel.shape[:2])
-    out = ops.conv2d(
-        ops.to_channels_last(x), kernel, _ints(node, "strides"),
-        _ints(node, "dilations", (1, 1)), pads, groups=groups,
-    )  # fmt: skip
-    return ops.to_channels_first(out)
+    strides, dilations = _ints(node, "strides"), _ints(node, "dilations", (1, 1))
+    pads = _pads(node, x.shape[2:], weights.shape[2:])
+    return ops.conv_nchw(x, weights, strides, dilations, pads, groups)
 
 
 def _deconvolution(node: Node, args: list[tf.Tensor]) -> tf.Tensor:
     x, weights = args
-    if node.op == "GroupConvolutionBackpropData":  # (G, I/G, O/G, kh, kw)
+    groups = 1
+    if node.op == "GroupConvolutionBackpropData":  # (G, I/G, O/G, kh, kw) -> (I, O/G, ...)
         groups = weights.shape[0]
-        # -> (kh, kw, O/G, I): group g's input channels are the g-th slice of the last axis
-        kernel = tf.transpose(weights, [3, 4, 2, 0, 1])
-        kernel = tf.reshape(kernel, [*kernel.shape[:3], -1])
-    else:  # (I, O, kh, kw) -> (kh, kw, O, I)
-        groups = 1
-        kernel = tf.transpose(weights, [2, 3, 1, 0])
-    out = ops.conv2d_transpose(
-        ops.to_channels_last(x), kernel, _ints(node, "strides"),
-        _ints(node, "dilations", (1, 1)), _pads(node, (0, 0), (0, 0)),
-        _ints(node, "output_padding", (0, 0)), groups=groups,
+        weights = tf.reshape(weights, [-1, *weights.shape[2:]])
+    return ops.conv_transpose_nchw(
+        x, weights, _ints(node, "strides"), _ints(node, "dilations", (1, 1)),
+        _pads(node, (0, 0), (0, 0)), _ints(node, "output_padding", (0, 0)), groups,
     )  # fmt: skip
-    return ops.to_channels_first(out)
 
 
 OPS: dict[str, Op] = {

@@ -8,6 +8,7 @@ these calls (adjacent pairs of transposes cancel in the compiled graph).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import tensorflow as tf
@@ -108,3 +109,41 @@ def conv2d_transpose(
     bottom, right = bottom - output_padding[0], right - output_padding[1]
     out = tf.pad(out, [[0, 0], [0, max(-bottom, 0)], [0, max(-right, 0)], [0, 0]])
     return out[:, top : full[0] - bottom, left : full[1] - right, :]
+
+
+def same_pads(
+    sizes: Sequence[int], strides: Sequence[int], dilations: Sequence[int],
+    kernel: Sequence[int], upper: bool,
+) -> list[tuple[int, int]]:  # fmt: skip
+    """The pads that keep ceil(size / stride) outputs per axis; an odd total puts the extra
+    pixel at the end (``upper``) or at the beginning."""
+    pads = []
+    for size, s, d, k in zip(sizes, strides, dilations, kernel, strict=True):
+        total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
+        small, large = total // 2, total - total // 2
+        pads.append((small, large) if upper else (large, small))
+    return pads
+
+
+def conv_nchw(
+    x: tf.Tensor, weights: tf.Tensor, strides: Sequence[int], dilations: Sequence[int],
+    pads: Pads, groups: int = 1,
+) -> tf.Tensor:  # fmt: skip
+    """:func:`conv2d` of a channels-first ``x`` with (O, I / groups, kh, kw) weights (the
+    layout of ONNX and OpenVINO); channels-first out."""
+    kernel = tf.transpose(weights, [2, 3, 1, 0])
+    out = conv2d(to_channels_last(x), kernel, strides, dilations, pads, groups)
+    return to_channels_first(out)
+
+
+def conv_transpose_nchw(
+    x: tf.Tensor, weights: tf.Tensor, strides: Sequence[int], dilations: Sequence[int],
+    pads: Pads, output_padding: Sequence[int] = (0, 0), groups: int = 1,
+) -> tf.Tensor:  # fmt: skip
+    """:func:`conv2d_transpose` of a channels-first ``x`` with (I, O / groups, kh, kw)
+    weights (the layout of ONNX and OpenVINO); channels-first out."""
+    kernel = tf.transpose(weights, [2, 3, 1, 0])
+    out = conv2d_transpose(
+        to_channels_last(x), kernel, strides, dilations, pads, output_padding, groups
+    )
+    return to_channels_first(out)
