@@ -298,3 +298,32 @@ def test_a_batch_of_frames_beyond_the_machines_memory_is_refused_with_the_estima
     with pytest.raises(FaceReconError, match=r"GB per element for parameterization 'stylegan'"):
         validate(raw)
     validate({**raw, "restarts": elements - 2})
+
+
+def test_the_attacks_baseline_is_the_start_the_parameterization_makes(dlib_param: StyleGAN):
+    from facerecon.core.spec import Spec
+    from facerecon.evaluation.attack_sweep import _baseline
+    from facerecon.faces import photos
+
+    reg = registry()
+    model = reg.get("model", "dlib-resnet")()
+    templates = np.zeros((2, 128), np.float32)
+    base = {
+        "name": "b",
+        "model": {"name": "dlib-resnet"},
+        "targets": [{"image": "builtin:astronaut"}],
+    }
+    generated = _baseline(
+        Spec.model_validate({**base, "parameterization": {"name": "stylegan"}}),
+        reg,
+        model,
+        templates,
+    )
+    dlib_param._size = 150
+    average = dlib_param.to_images(tf.zeros((1, 1, 512))).numpy()[0]
+    np.testing.assert_allclose(generated, np.stack([average, average]), atol=1e-4)
+    fourier = _baseline(
+        Spec.model_validate({**base, "parameterization": {"name": "fft"}}), reg, model, templates
+    )
+    face = photos.chip(model, photos.read_image("builtin:average-face"), False, "average")[0]
+    np.testing.assert_allclose(fourier[0], np.clip(face, 1e-3, 1 - 1e-3), atol=1e-4)
