@@ -46,7 +46,12 @@ def save(generator: Generator, path: str | Path) -> Path:
 
 
 def load(uri: str) -> Generator:
-    """A generator from ``runs:/<run_id>/generator``, ``models:/...`` or a local folder."""
+    """A generator from ``runs:/<run_id>/generator``, ``models:/...`` or a local folder.
+
+    Only what :func:`save` writes is read: an MLflow Keras model whose ``.keras`` file lies
+    inside the model folder, loaded in Keras's safe mode (no Lambda layers, no function
+    references), never a TensorFlow SavedModel, whose loading can run the file's code.
+    """
     import mlflow
     from mlflow.models import Model
 
@@ -62,5 +67,26 @@ def load(uri: str) -> Generator:
         raise FaceReconError(
             f"{uri}: an MLflow model, but not a facerecon generator (no {METADATA_KEY!r} metadata)"
         )
-    network = mlflow.keras.load_model(local)
-    return Generator(network, GeneratorConfig.from_dict(meta))
+    return Generator(_network(uri, Path(local), info.flavors), GeneratorConfig.from_dict(meta))
+
+
+def _network(uri: str, folder: Path, flavors: dict) -> keras.Model:
+    """The generator's Keras network, read the safe way (see :func:`load`)."""
+    flavor = flavors.get("keras")
+    if not isinstance(flavor, dict):
+        raise FaceReconError(f"{uri}: not a Keras model (flavors: {', '.join(flavors) or 'none'})")
+    if flavor.get("save_exported_model"):
+        raise FaceReconError(
+            f"{uri}: a TensorFlow SavedModel (save_exported_model: true), which facerecon "
+            "refuses to load: loading one can run code from the file; load generators only "
+            "from runs you trust"
+        )
+    root = folder.resolve()
+    model_file = (root / str(flavor.get("data", "data")) / "model.keras").resolve()
+    if not model_file.is_relative_to(root) or not model_file.is_file():
+        raise FaceReconError(f"{uri}: no model.keras inside the model folder")
+    try:
+        return keras.saving.load_model(model_file, compile=False, safe_mode=True)
+    except Exception as exc:  # safe mode's refusals and broken files alike: one line
+        why = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise FaceReconError(f"{uri}: cannot load the generator safely ({why})") from None
