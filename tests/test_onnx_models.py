@@ -117,7 +117,7 @@ def test_bad_files_and_layouts_are_one_line(tmp_path: Path):
         _model("onnx", path=str(good), sha256="0" * 64)
     digest = hashlib.sha256(good.read_bytes()).hexdigest()
     assert _model("onnx", path=str(good), sha256=digest).embedding_size == 24
-    with pytest.raises(FaceReconError, match="needs the .onnx file"):
+    with pytest.raises(ValueError, match="Field required"):
         _model("onnx")
 
 

@@ -31,7 +31,7 @@ def _three(value: float | list[float]) -> list[float]:
 
 
 class OnnxParams(facerecon.core.kinds.Params):
-    path: str | None = Field(None, description="the .onnx file of the face recognizer")
+    path: str | None = Field(..., description="the .onnx file of the face recognizer")
     input_size: int | None = Field(
         None, ge=16, le=1024, description="the chip's side; default: the graph input's"
     )
@@ -78,8 +78,6 @@ class Onnx(FaceModel):
 
     def model_path(self) -> Path:
         """The .onnx file (for the built-ins: fetched on first use)."""
-        if self.params.path is None:
-            raise FaceReconError("model.params.path: the onnx model needs the .onnx file")
         return Path(self.params.path).expanduser()
 
     def _load(self) -> None:
