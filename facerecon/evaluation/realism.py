@@ -14,8 +14,9 @@ import numpy as np
 import skimage.color
 
 #: cheek patches of a dlib-aligned chip (padding 0.25), as (top, bottom, left, right)
-#: fractions of its side: below the eyes, beside the nose, inside the jaw line
-CHEEKS = ((0.56, 0.66, 0.26, 0.36), (0.56, 0.66, 0.64, 0.74))
+#: fractions of its side: on the cheekbones, below the outer eye corners, above the smile
+#: lines and any moustache (eyes at about 0.30 of the side, mouth at about 0.62)
+CHEEKS = ((0.42, 0.52, 0.22, 0.33), (0.42, 0.52, 0.67, 0.78))
 #: a patch whose mean chroma (|a*| + |b*|) is below this has no colour to measure
 MIN_CHROMA = 2.0
 #: the frequency band of the spectrum fit, in cycles per image side
