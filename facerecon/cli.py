@@ -7,6 +7,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
 
@@ -378,9 +379,19 @@ def _attack(spec: str, collection: list[str], no_track: bool, options: dict) -> 
     """``evaluate --collection``: :func:`facerecon.api.attack` with the command's options,
     and its table."""
     from facerecon import api, console
+    from facerecon.engine.validation import load
+    from facerecon.evaluation.attack_report import check_folder
 
+    loaded = load(spec)
+    # the folder is checked now, not after the attack: api.attack's default folder
+    output = options["output"]
+    check_folder(
+        Path(output) if output else Path("evaluations") / loaded.name,
+        loaded.name,
+        " + ".join(collection),
+    )
     track = False if no_track else None
-    result, folder = api.attack(spec, collection, track=track, pm=api.plugin_manager(), **options)
+    result, folder = api.attack(loaded, collection, track=track, pm=api.plugin_manager(), **options)
     out().print(console.attack_table(result))
     if not result.collection.type2:
         err.print("[yellow]warning:[/] one photo per person: no type II comparisons")

@@ -518,7 +518,9 @@ def _pip(monkeypatch, archive: Path | None, calls: list, returncode: int = 0) ->
     def run(command, **kwargs):
         assert command[1:4] == ["-m", "pip", "download"] and "--no-deps" in command
         into = Path(command[command.index("-d") + 1])
-        calls.append((command, into))
+        # the requirement (with its pinned hash) is in a requirements file pip reads
+        wanted = Path(command[command.index("-r") + 1]).read_text() if "-r" in command else ""
+        calls.append((command, into, wanted))
         if archive is not None:
             (into / archive.name).write_bytes(archive.read_bytes())
         stderr = "ERROR: No matching distribution found for fake==1.0\n" if returncode else ""
@@ -534,7 +536,8 @@ def test_fetch_extracts_the_photos_once_and_deletes_the_archive(fake, monkeypatc
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["a.jpg", "b.jpg", "Áurea Carolina.jpg", "escape.jpg"]
     )
-    assert len(calls) == 1 and "fake==1.0" in calls[0][0]
+    assert len(calls) == 1 and "--require-hashes" in calls[0][0]
+    assert calls[0][2].startswith("fake==1.0 --hash=sha256:")
     assert not calls[0][1].exists()  # the download folder, archive included, is gone
     assert not (folder.parent.parent / "escape.jpg").exists()
     assert [p.name for p in folder.parent.iterdir()] == ["fake"]  # no staging left

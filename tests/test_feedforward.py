@@ -146,7 +146,7 @@ def test_crop_keeps_the_guide_in_place():
     gen = Generator.build(config(150, 128, "guided"))
     guide = np.zeros((150, 150, 3), np.float32)
     guide[37, 101] = 1.0
-    out = gen.generate(np.zeros((1, 128), np.float32), guide)[0]
+    out = gen.generate(np.full((1, 128), 0.1, np.float32), guide)[0]
     assert np.unravel_index(np.argmax(out[..., 0]), (150, 150)) == (37, 101)
 
 

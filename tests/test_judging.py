@@ -551,6 +551,47 @@ def test_the_default_judges_are_the_available_calibrated_models(judges):
     assert "tiny-judge" not in chosen
 
 
+class _Registry:
+    """A registry of a few models only: the default judges are the calibrated ones here."""
+
+    models = {m.name: m for m in (TinyModel, JudgeModel, Missing)}
+
+    def names(self, kind):
+        return sorted(self.models) if kind == "model" else []
+
+    def get(self, kind, name):
+        return self.models[name]
+
+
+def test_default_judges_are_built_with_their_references_and_the_unavailable_named(tmp_path):
+    photos = {name: photo(tmp_path / f"{name}.png", i) for i, name in enumerate("ab")}
+    data = {
+        "name": "d",
+        "model": {"name": "tiny"},
+        "targets": [{"image": "a.png", "same_person": ["b.png"]}],
+        "judges": {"detector": None},
+    }
+    built = judging.prepare(validate(data, base_dir=tmp_path), _Registry(), instantiate)
+    # tiny is the optimized model, tiny-missing is calibrated but not available
+    assert [m.name for m in built.models] == ["tiny-judge"] and built.detector is None
+    assert built.skipped == {"tiny-missing": "its weights are not fetched (test)"}
+    net = JudgeModel().network()
+    (refs,) = built.references["tiny-judge"]
+    want = unit(net(np.stack([resize(photos[n], 32) for n in "ab"])).numpy())
+    np.testing.assert_allclose(refs.type1, want[0], atol=1e-5)
+    np.testing.assert_allclose(refs.type2, want[1:], atol=1e-5)
+    assert refs.impostors is None
+
+
+def test_a_detectors_entry_gets_no_judge_column_even_beside_a_cosine():
+    # a name that detects in one reconstruction's scores is a detector in all of them
+    scores = [
+        {"j": {"type1": 0.5}, "d": {"face": True, "score": 0.75, "type1": 0.25}},
+        {"j": {"type2_mean": 0.3}, "d": {"type2_mean": 0.5}},
+    ]
+    assert judging.columns(scores) == [("j I", "j", "type1"), ("j II", "j", "type2_mean")]
+
+
 @pytest.mark.parametrize(
     ("section", "message"),
     [

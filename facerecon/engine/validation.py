@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from facerecon.core.errors import FaceReconError, did_you_mean
 from facerecon.core.registry import Registry, failures, registry
 from facerecon.core.spec import HOST_KEYS, RESERVED_LABELS, Spec, term_labels
+from facerecon.tracking.store import NAME_LIMIT, safe_name
 
 #: Bytes one image of a batch costs per input pixel and channel: 4 for the float32 input,
 #: times the face model's activations kept for the gradient and the optimizer's state.
@@ -25,10 +26,59 @@ BYTES_PER_INPUT_VALUE = 4 * 32
 MEMORY_SHARE = 0.5
 
 
+#: The most characters of one value an error line shows.
+SHOWN = 200
+
+
+def shown(value: Any, limit: int = SHOWN) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, built piece by piece: a value
+    whose whole repr is huge (a YAML alias bomb, a cycle) is never expanded."""
+    out: list[str] = []
+    size = 0
+
+    def emit(text: str) -> bool:  # true once enough is written
+        nonlocal size
+        out.append(text)
+        size += len(text)
+        return size > limit
+
+    def walk(item: Any) -> bool:
+        if isinstance(item, dict):
+            if emit("{"):
+                return True
+            for i, (key, inner) in enumerate(item.items()):
+                if (i and emit(", ")) or walk(key) or emit(": ") or walk(inner):
+                    return True
+            return emit("}")
+        if isinstance(item, list | tuple | set | frozenset):
+            start, end = {list: "[]", tuple: "()"}.get(type(item), "{}")
+            if emit(start):
+                return True
+            for i, inner in enumerate(item):
+                if (i and emit(", ")) or walk(inner):
+                    return True
+            return emit(end)
+        if isinstance(item, str | bytes):
+            return emit(repr(item[: limit + 1]))
+        try:
+            return emit(repr(item)[: limit + 1])
+        except ValueError:  # an int past Python's digit limit for str()
+            return emit(f"<{type(item).__name__}>")
+
+    if walk(value):
+        return "".join(out)[:limit] + "..."
+    return "".join(out)
+
+
+def _part(part: Any) -> str:
+    text = str(part)
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
 def _path(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        out += f"[{part}]" if isinstance(part, int) else (f".{_part(part)}" if out else _part(part))
     return out or "(top level)"
 
 
@@ -88,21 +138,21 @@ def _format(
         )
         key = str(loc[-1])
         return (
-            f"{_path(loc)}: unknown key {key!r}; allowed: {', '.join(allowed)}"
+            f"{_path(loc)}: unknown key {shown(key)}; allowed: {', '.join(allowed)}"
             f"{_close(key, allowed)}"
         )
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] in _BOUNDS and isinstance(bound := err["ctx"][_BOUNDS[err["type"]][0]], float):
         # pydantic writes 3.4e38 out in 39 digits
         msg = f"Input should be {_BOUNDS[err['type']][1]} {bound:g}"
-    shown = "" if err["type"] == "missing" else f" (got {value!r})"
+    got = "" if err["type"] == "missing" else f" (got {shown(value)})"
     expected = err.get("ctx", {}).get("expected")
     hint = (
         _close(value, [e.strip(" '") for e in expected.replace(" or ", ",").split(",")])
         if isinstance(expected, str)
         else ""
     )
-    return f"{_path(loc)}: {msg}{shown}{hint}"
+    return f"{_path(loc)}: {msg}{got}{hint}"
 
 
 def _plugin_refs(raw: dict[str, Any]) -> list[tuple[tuple[Any, ...], str, Any]]:
@@ -133,7 +183,7 @@ def _check_plugin(loc: tuple[Any, ...], kind: str, entry: Any, reg: Registry) ->
     if name not in names:
         broken = "".join(f"; note: {why}" for why in failures.values())
         return [
-            f"{_path(loc + ('name',))}: unknown {kind} {name!r}; choose from "
+            f"{_path(loc + ('name',))}: unknown {kind} {shown(name)}; choose from "
             f"{', '.join(names)}{_close(name, names)}{broken}"
         ]
     params_model = reg.get(kind, name).Params
@@ -156,6 +206,7 @@ def validate(raw: Any, *, base_dir: Path = Path("."), reg: Registry | None = Non
         spec = Spec.model_validate({**raw, "base_dir": base_dir})
     except ValidationError as exc:
         problems += [_format(e, (), Spec) for e in exc.errors()]
+    problems += _check_name(raw)
     for loc, kind, entry in _plugin_refs(raw):
         problems += _check_plugin(loc, kind, entry, reg)
     if spec is not None and not spec.guides:
@@ -178,12 +229,26 @@ def validate(raw: Any, *, base_dir: Path = Path("."), reg: Registry | None = Non
                 f"{spec.init.kind!r} would solve identical copies; give noise > 0 or restarts: 1"
             )
         problems += _check_files(spec)
+        problems += _check_embeddings(spec, reg)
         problems += _check_memory(spec, reg)
     if problems:
         raise FaceReconError(problems[0], lines=sorted(set(problems), key=problems.index))
     assert spec is not None
     _fill_plugin_defaults(spec, reg)
     return spec
+
+
+def _check_name(raw: dict[str, Any]) -> list[str]:
+    """The name is a folder name (``evaluations/<name>``, ``unsaved-runs/<name>-<time>``):
+    one that stays inside the folder it is put in, as :func:`safe_name` makes them."""
+    name = raw.get("name")
+    if not isinstance(name, str) or safe_name(name) == name:
+        return []  # the host model reports a missing or non-string name
+    return [
+        f"name: not usable as a folder name (evaluations/<name>) (got {shown(name)}); "
+        f"allowed: 1 to {NAME_LIMIT} letters, digits, '_', '.' or '-', not starting "
+        f"with '.' (did you mean {safe_name(name)!r}?)"
+    ]
 
 
 def _check_labels(spec: Spec) -> list[str]:
@@ -193,12 +258,12 @@ def _check_labels(spec: Spec) -> list[str]:
         where = f"loss.regularizers[{i}]"
         if label in RESERVED_LABELS:
             problems.append(
-                f"{where}.label: {label!r} is reserved for the objective's own results "
+                f"{where}.label: {shown(label)} is reserved for the objective's own results "
                 f"({', '.join(RESERVED_LABELS)}); give the term another `label`"
             )
         elif label in first:
             problems.append(
-                f"{where}.label: {label!r} is already the label of loss.regularizers"
+                f"{where}.label: {shown(label)} is already the label of loss.regularizers"
                 f"[{first[label]}]; give each term its own `label`"
             )
         first.setdefault(label, i)
@@ -234,7 +299,7 @@ def _check_source(where: str, source: str, base_dir: Path, what: str = "file") -
         return [] if faces.builtin_known(name) else [f"{where}: {faces.unknown_builtin(name)}"]
     path = Path(source).expanduser()
     path = path if path.is_absolute() else base_dir / path
-    return [] if path.exists() else [f"{where}: {path}: {what} not found (got {source!r})"]
+    return [] if path.exists() else [f"{where}: {path}: {what} not found (got {shown(source)})"]
 
 
 def _check_files(spec: Spec) -> list[str]:
@@ -255,6 +320,43 @@ def _check_files(spec: Spec) -> list[str]:
         problems += _check_source(f"guides[{i}].image", g.image, base)
     if spec.init.image is not None:
         problems += _check_source("init.image", spec.init.image, base)
+    return problems
+
+
+def _check_embeddings(spec: Spec, reg: Registry) -> list[str]:
+    """Every embedding file fits the model's embedding size and holds usable rows (as the
+    run will read it), so `validate` does not say ok to a file the run refuses."""
+    import numpy as np
+
+    from facerecon.faces.embeddings import check_rows, numeric, read_npy
+
+    name = spec.model.name
+    size = (
+        getattr(reg.get("model", name), "embedding_size", None)
+        if name in reg.names("model")
+        else None
+    )
+    problems = []
+    for i, t in enumerate(spec.targets):
+        if t.embedding is None:
+            continue
+        path = Path(t.embedding).expanduser()
+        path = path if path.is_absolute() else spec.base_dir / path
+        if not path.is_file():
+            continue  # a missing file is reported by _check_files
+        where = f"targets[{i}].embedding"
+        try:
+            data = read_npy(path)
+            rows = np.atleast_2d(numeric(data, str(path)))
+            if isinstance(size, int) and (rows.ndim != 2 or rows.shape[1] != size):
+                problems.append(
+                    f"{where}: {path}: embedding of shape {tuple(data.shape)}; model "
+                    f"{name!r} makes {size}-d embeddings (shape ({size},) or (N, {size}))"
+                )
+                continue
+            check_rows(rows, str(path))
+        except FaceReconError as exc:
+            problems.append(f"{where}: {exc}")
     return problems
 
 
@@ -329,13 +431,13 @@ def _check_judges(spec: Spec, reg: Registry) -> list[str]:
     for i, name in enumerate(spec.judges.models or []):
         if name not in models:
             problems.append(
-                f"judges.models[{i}]: unknown model {name!r}; choose from "
+                f"judges.models[{i}]: unknown model {shown(name)}; choose from "
                 f"{', '.join(models)}{_close(name, models)}"
             )
     detector, detectors = spec.judges.detector, reg.names("detector")
     if detector is not None and detector not in detectors:
         problems.append(
-            f"judges.detector: unknown detector {detector!r}; choose from "
+            f"judges.detector: unknown detector {shown(detector)}; choose from "
             f"{', '.join(detectors) or '(none installed)'}, or null{_close(detector, detectors)}"
         )
     return problems
@@ -367,8 +469,66 @@ def _fill_plugin_defaults(spec: Spec, reg: Registry) -> None:
         ref.__pydantic_extra__.update(full)
 
 
+#: Values a spec may hold once its aliases are expanded: beyond both this and
+#: :data:`EXPANSION` times the values written, aliases multiply (a YAML "billion laughs").
+EXPANDED_LIMIT = 100_000
+EXPANSION = 10
+
+
+class _OutOfProportion(Exception):
+    """A spec whose aliases expand it far beyond what is written, or refer to themselves."""
+
+
+def _expanded(root: yaml.Node) -> tuple[int, int]:
+    """(values written, values after expanding every alias) of a composed YAML document,
+    counted over the node graph once per node, without expanding it."""
+
+    def children(node: yaml.Node) -> list[yaml.Node]:
+        if isinstance(node, yaml.SequenceNode):
+            return list(node.value)
+        if isinstance(node, yaml.MappingNode):
+            return [n for pair in node.value for n in pair]
+        return []
+
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()  # the nodes being counted: the current one and its parents
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            open_.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children(node))
+            continue
+        if id(node) in sizes:
+            continue
+        open_.add(id(node))
+        stack.append((node, True))
+        for child in children(node):
+            if id(child) in open_:
+                raise _OutOfProportion(
+                    f"line {child.start_mark.line + 1}: an alias refers to itself (its "
+                    "value would be infinite); write the value out"
+                )
+            if id(child) not in sizes:
+                stack.append((child, False))
+    return len(sizes), sizes[id(root)]
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """Safe loading that refuses a key given twice in one mapping (YAML keeps the last)."""
+    """Safe loading that refuses a key given twice in one mapping (YAML keeps the last),
+    and aliases that expand the spec out of proportion (checked before any value is made)."""
+
+    def get_single_node(self) -> yaml.Node | None:
+        node = super().get_single_node()
+        if node is not None:
+            written, expanded = _expanded(node)
+            if expanded > EXPANDED_LIMIT and expanded > EXPANSION * written:
+                raise _OutOfProportion(
+                    f"its aliases expand {written} written values to {expanded} (the limit "
+                    f"is {EXPANDED_LIMIT}, or {EXPANSION}x the values written); write the "
+                    "values out or use fewer aliases"
+                )
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         first: dict[Any, int] = {}
@@ -408,6 +568,14 @@ def load(path: str | Path, *, reg: Registry | None = None) -> Spec:
         ) from None
     except OSError as exc:
         raise FaceReconError(f"{path}: spec file not readable ({exc.strerror})") from None
+    except _OutOfProportion as exc:
+        raise FaceReconError(f"{path}: {exc}") from None
+    except RecursionError:
+        raise FaceReconError(f"{path}: not a usable spec: nested too deeply") from None
+    except ValueError as exc:  # Python's int() refuses over 4300 digits
+        raise FaceReconError(
+            f"{path}: not a usable spec: a number too long ({shown(str(exc), 100)})"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

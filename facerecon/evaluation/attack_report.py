@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from facerecon.core.errors import FaceReconError
+from facerecon.engine.validation import shown
 from facerecon.evaluation import attack, lineup, realism
 from facerecon.evaluation.attack_sweep import AttackResult
 from facerecon.evaluation.tables import markdown
@@ -248,10 +250,42 @@ def people_figure(result: AttackResult, people: list[attack.Person]):
     return labelled_grid(rows, titles)
 
 
+#: What :func:`write` puts at the top of its folder.
+REPORT_FILES = ("attack.json", "attack.md", "roc.png", "people.jpg", "people", "lineup")
+
+
+def check_folder(folder: Path, spec: str, collection: str) -> None:
+    """Refuse a folder that holds the report of another evaluation: its ``attack.json``
+    names another spec or collection, or there are report files without a readable
+    ``attack.json``. The same spec on the same collection writes its report again."""
+    folder = Path(folder)
+    found = [name for name in REPORT_FILES if (folder / name).exists()]
+    if not found:
+        return
+    try:
+        data = json.loads((folder / "attack.json").read_text(encoding="utf-8"))
+        theirs = (data["spec"], data["collection"])
+    except (OSError, ValueError, KeyError, TypeError):
+        theirs = None  # not written by an evaluation, or not readable: not ours either
+    if theirs == (spec, collection):
+        return
+    whose = (
+        f"(spec {shown(theirs[0], 80)} on {shown(theirs[1], 80)})"
+        if theirs
+        else f"({', '.join(found)}, no attack.json naming its spec)"
+    )
+    raise FaceReconError(
+        f"{folder}: holds the report of another evaluation {whose}; give -o another "
+        "folder, or move that one away"
+    )
+
+
 def write(result: AttackResult, folder: Path) -> dict[str, Any]:
-    """Write the evaluation into ``folder`` (and its MLflow run, if tracked); its data."""
+    """Write the evaluation into ``folder`` (and its MLflow run, if tracked); its data.
+    A folder with another evaluation's report is refused (:func:`check_folder`)."""
     import matplotlib.pyplot as plt
 
+    check_folder(folder, result.spec.name, result.collection.source)
     folder.mkdir(parents=True, exist_ok=True)
     data = record(result)
     (folder / "attack.json").write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")

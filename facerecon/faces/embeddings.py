@@ -39,8 +39,26 @@ def numeric(data: object, where: str) -> np.ndarray:
 
 
 def check_rows(rows: np.ndarray, where: str) -> None:
-    """At least one row, and only finite values (a NaN would silently become a NaN image)."""
+    """At least one row, only finite values (a NaN would silently become a NaN image), and
+    a norm whose square is positive and finite in float32, as the objective takes it (a
+    zero row has no direction to normalize; an overflowing one is infinitely far)."""
     if rows.shape[0] == 0:
         raise FaceReconError(f"{where}: embedding of shape {rows.shape} holds no rows")
     if not np.all(np.isfinite(rows)):
         raise FaceReconError(f"{where}: embedding holds NaN or infinite values")
+    flat = rows.reshape(rows.shape[0], -1).astype(np.float32)
+    with np.errstate(over="ignore", under="ignore"):
+        squares = np.einsum("ij,ij->i", flat, flat)
+    for bad, why in (
+        (squares == 0, "has norm 0 (all zeros, or too small for float32)"),
+        (~np.isfinite(squares), "has a norm whose square overflows float32 (over 3.4e38)"),
+    ):
+        if bad.any():
+            found = np.flatnonzero(bad)
+            which = ", ".join(str(i) for i in found[:5]) + (
+                f" and {len(found) - 5} more" if len(found) > 5 else ""
+            )
+            raise FaceReconError(
+                f"{where}: {'row' if len(found) == 1 else 'rows'} {which} of the embedding "
+                f"{why}; give a face model's embedding"
+            )

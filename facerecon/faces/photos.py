@@ -54,6 +54,30 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     return np.clip(image[:, :, :3], 0.0, 1.0)
 
 
+#: PIL's modes of more than 8 bits a channel, all gray: what full scale is for each
+_DEEP = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "F": 1.0}
+
+
+#: Modes whose pixels numpy takes as stored, and :func:`as_rgb` scales: PIL's decoder
+#: would keep 8 bits of a 16-bit RGB TIFF, imageio's keeps all 16.
+_STORED = {"RGB", "RGBA", "L"}
+
+
+def pil_rgb(image) -> np.ndarray:
+    """Float32 RGB in [0, 1] from a PIL image of any mode: 8-bit ones (CMYK, YCbCr,
+    palette, gray+alpha, ...) through PIL's own conversion to RGB, deep gray ones scaled by
+    their range. Alpha is dropped, as :func:`as_rgb` does."""
+    mode = image.mode
+    if mode not in _DEEP and mode != "I":
+        return np.asarray(image.convert("RGB"), np.float32) / np.float32(255)
+    values = np.asarray(image, np.float64)
+    if mode == "I":  # 32-bit integers: PIL widens 16-bit files to them
+        top = 65535.0 if values.size and values.max() <= 65535 else float(2**31 - 1)
+    else:
+        top = _DEEP[mode]
+    return as_rgb((values / top).astype(np.float32))
+
+
 @cache
 def _lfw() -> np.ndarray:
     # The subset's first 100 images are faces; the other 100 are not.
@@ -65,9 +89,10 @@ def _builtin(name: str) -> np.ndarray | list[np.ndarray]:
         return as_rgb(skimage.data.astronaut())
     if name == "grace-hopper":
         import matplotlib.cbook
+        from PIL import Image
 
-        with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
-            return as_rgb(skimage.io.imread(f))
+        with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f, Image.open(f) as image:
+            return pil_rgb(image)
     if name == "lfw":
         return [as_rgb(face) for face in _lfw()]
     if name == "average-face":
@@ -137,11 +162,16 @@ def read_video(path: Path) -> list[np.ndarray]:
 
 
 def read_photo(path: Path) -> np.ndarray:
-    """One photo file as float RGB in [0, 1]."""
+    """One photo file as float RGB in [0, 1], whatever its mode (:func:`pil_rgb`)."""
+    from PIL import Image
+
     if not path.exists():
         raise FaceReconError(f"{path}: file not found")
     try:
-        return as_rgb(skimage.io.imread(path))
+        with Image.open(path) as image:  # reads the header only
+            if image.mode in _STORED:
+                return as_rgb(skimage.io.imread(path))
+            return pil_rgb(image)
     except FaceReconError:
         raise
     except Exception as exc:

@@ -55,6 +55,21 @@ def safe_key(name: str) -> str:
     return re.sub(r"[^\w.-]+", "_", name)
 
 
+#: The longest folder name :func:`safe_name` makes: room for a time stamp after it, and
+#: within every file system's 255 bytes in UTF-8.
+NAME_LIMIT = 64
+
+
+def safe_name(name: str, limit: int = NAME_LIMIT) -> str:
+    """A name as one folder name that stays where it is put: :func:`safe_key`'s
+    characters, no leading ``.`` (so neither ``..`` nor a hidden folder), at most
+    ``limit`` characters; ``_`` for an empty name."""
+    slug = re.sub(r"^\.+", "_", safe_key(name))[:limit]
+    while len(slug.encode()) > 200:  # letters of up to 4 bytes each
+        slug = slug[:-1]
+    return slug or "_"
+
+
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
     """Nested spec data as MLflow params: ``loss.regularizers.0.weight -> "0.002"``."""
     if isinstance(data, dict):

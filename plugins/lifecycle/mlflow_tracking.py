@@ -32,7 +32,7 @@ from facerecon.faces.panels import grid, labelled_grid
 from facerecon.judges import scoring as judging
 from facerecon.tracking import runs
 from facerecon.tracking import store as tracking
-from facerecon.tracking.store import flatten, git_commit
+from facerecon.tracking.store import flatten, git_commit, safe_name
 
 #: (key, value, timestamp in ms, step): a metric as the loop records it; the worker makes
 #: the MLflow entities, so the loop never imports mlflow (the worker may be importing it).
@@ -378,8 +378,7 @@ def _save_locally(state: _Run, context: RunContext, error: BaseException) -> Fac
     """The store failed after the solve: write the panels to ``unsaved-runs/`` instead, and
     the one-line error that says where."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in context.spec.name)
-    folder = (Path("unsaved-runs") / f"{name}-{stamp}").resolve()
+    folder = (Path("unsaved-runs") / f"{safe_name(context.spec.name)}-{stamp}").resolve()
     folder.mkdir(parents=True, exist_ok=True)
     try:
         _write_panels(folder, state, context)

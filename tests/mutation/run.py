@@ -3,6 +3,8 @@
     python tests/mutation/run.py                 # every module in modules.toml
     python tests/mutation/run.py lineup attack   # some of them
     python tests/mutation/run.py --list          # the modules and their tests
+    python tests/mutation/run.py --rescore lineup  # the last run's verdicts, scored again
+    python tests/mutation/run.py --resume attack   # an interrupted run, carried on
 
 Each module is mutated in its own staging copy of the checkout under ``.mutation/<module>/``
 (``plugins/`` staged as ``facerecon_plugins/``, the name it is imported by, so that its
@@ -11,7 +13,11 @@ for it. The survivors of a module are written to ``.mutation/<module>/survivors.
 (``mutmut show NAME`` in that folder prints one's diff); the scores of the modules run are
 merged into ``scores.json`` and ``scores.md`` beside this file. Survivors judged equivalent
 to the original (no test could tell them apart) are listed with the reason in
-``equivalent/<module>.toml`` and left out of the score's denominator.
+``equivalent/<module>.toml`` and left out of the score's denominator; ``--rescore`` scores
+the verdicts of a module's last run again (after more survivors were judged equivalent,
+with no test changed), keeping that run's commit and date; ``--resume`` carries on an
+interrupted run in its staging copy (mutmut keeps each verdict as it comes), testing only
+the mutants it has no verdict for.
 """
 
 from __future__ import annotations
@@ -118,12 +124,20 @@ def score(found: dict[str, str], equivalent: dict[str, str]) -> dict:
     }
 
 
-def run(name: str, module: dict, children: int, equivalent: dict[str, str]) -> dict:
-    """Mutates one module, runs its tests against every mutant and scores the result."""
-    folder = stage(name, module)
+def run(
+    name: str, module: dict, children: int, equivalent: dict[str, str], resume: bool = False
+) -> dict:
+    """Mutates one module, runs its tests against every mutant and scores the result; with
+    ``resume``, carries on the interrupted run in the module's staging copy."""
+    if resume:
+        folder = STAGE / name
+        if not (folder / "mutants").is_dir():
+            sys.exit(f"{name}: no run in {folder} to resume")
+    else:
+        folder = stage(name, module)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     log = folder / "mutmut.log"
-    with open(log, "w") as out:
+    with open(log, "a" if resume else "w") as out:
         code = subprocess.run(
             ["mutmut", "run", "--max-children", str(children)],
             cwd=folder,
@@ -133,9 +147,24 @@ def run(name: str, module: dict, children: int, equivalent: dict[str, str]) -> d
         ).returncode
     if code != 0:
         sys.exit(f"mutmut failed on {name} (exit {code}); see {log}")
-    result = score(verdicts(folder), equivalent)
+    found = verdicts(folder)
+    unchecked = sum(status == "not checked" for status in found.values())
+    if unchecked:  # an interrupted mutmut exits 0 too
+        sys.exit(f"{name}: {unchecked} mutants not checked; carry on with --resume {name}")
+    result = score(found, equivalent)
     (folder / "survivors.txt").write_text("".join(k + "\n" for k in result["live_survivors"]))
     return result
+
+
+def rescore(name: str, equivalent: dict[str, str]) -> dict:
+    """The verdicts of a module's last run scored again, with that run's commit and date."""
+    folder = STAGE / name
+    last = json.loads((HERE / "scores.json").read_text()).get(name)
+    if not (folder / "mutants").is_dir() or last is None:
+        sys.exit(f"{name}: no finished run in {folder} to score again")
+    result = score(verdicts(folder), equivalent)
+    (folder / "survivors.txt").write_text("".join(k + "\n" for k in result["live_survivors"]))
+    return result | {"commit": last["commit"], "date": last["date"]}
 
 
 def write(scores: dict, modules: dict) -> None:
@@ -180,6 +209,10 @@ def main() -> None:
     parser.add_argument("modules", nargs="*", help="module names from modules.toml (all if none)")
     parser.add_argument("--list", action="store_true", help="list the modules and stop")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--rescore", action="store_true", help="score the last run's verdicts again, no run"
+    )
+    parser.add_argument("--resume", action="store_true", help="carry on an interrupted run")
     args = parser.parse_args()
     modules = tomllib.loads((HERE / "modules.toml").read_text())
     if args.list:
@@ -196,9 +229,12 @@ def main() -> None:
     for name in args.modules or list(modules):
         judged = HERE / "equivalent" / f"{name}.toml"
         equivalent = tomllib.loads(judged.read_text()) if judged.exists() else {}
-        result = run(name, modules[name], args.max_children, equivalent)
-        result["commit"] = commit
-        result["date"] = datetime.date.today().isoformat()
+        if args.rescore:
+            result = rescore(name, equivalent)
+        else:
+            result = run(name, modules[name], args.max_children, equivalent, args.resume)
+            result["commit"] = commit
+            result["date"] = datetime.date.today().isoformat()
         scores[name] = result
         print(
             f"{name}: {result['score']}% of {result['mutants']} mutants "
