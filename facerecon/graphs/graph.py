@@ -10,7 +10,8 @@ Constants stay constants: nothing here is trainable.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -39,7 +40,7 @@ class Node:
 
 
 @dataclass
-class Graph:
+class Graph(ABC):
     """Nodes by name and constants by node name, from the file ``source``."""
 
     source: Path
@@ -57,12 +58,13 @@ class Graph:
     #: every op :meth:`apply` implements, inputs and constants included
     supported: ClassVar[frozenset[str]] = frozenset()
 
+    @abstractmethod
     def apply(self, node: Node, args: list[tf.Tensor]) -> tf.Tensor | tuple[tf.Tensor, ...]:
         """The value of ``node`` (a tuple for an op with several outputs) from its inputs'."""
-        raise NotImplementedError
 
-    def check_node(self, node: Node) -> None:
-        """Fail with one line when ``node``'s attributes ask for what is not supported."""
+    def check_node(self, node: Node) -> None:  # noqa: B027 (optional: most ops need no check)
+        """Fail with one line when ``node``'s attributes ask for what is not supported; the
+        default accepts every node."""
 
     def order(self, outputs: Sequence[str], feeds: Sequence[str] = ()) -> list[str]:
         """The nodes needed for ``outputs`` given ``feeds``, inputs before their users."""
@@ -162,6 +164,22 @@ class Graph:
             raise FaceReconError(
                 f"{self.source}: {output!r} depends on input {unfed[0]!r}, not only on {feed!r}"
             )
+
+
+def fold_static(
+    op: Callable[[Node, list[tf.Tensor]], Any], node: Node, args: list[tf.Tensor]
+) -> Any:
+    """``op(node, args)``; inside a trace, when every input is static (constants, static
+    shapes), computed once, eagerly, so the trace keeps static shapes (a channels-first
+    format's shape arithmetic). Eager calls run as they are: there every value looks
+    static, and folding would cut the gradient tape."""
+    if tf.executing_eagerly():
+        return op(node, args)
+    static = [tf.get_static_value(a) for a in args]
+    if all(v is not None for v in static):
+        with tf.init_scope():
+            return op(node, [tf.constant(v) for v in static])
+    return op(node, args)
 
 
 class GraphLayer(keras.layers.Layer):

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from facerecon.core.errors import FaceReconError
 from facerecon.graphs import ops
-from facerecon.graphs.graph import Graph, Node
+from facerecon.graphs.graph import Graph, Node, fold_static
 
 #: protobuf's own limit for one message; external data files are not read
 MAX_BYTES = 2**31
@@ -396,14 +396,7 @@ class OnnxGraph(Graph):
             )
 
     def apply(self, node: Node, args: list[tf.Tensor]) -> tf.Tensor | tuple[tf.Tensor, ...]:
-        if tf.executing_eagerly():
-            return OPS[node.op](node, args)
-        static = [tf.get_static_value(a) for a in args]
-        if all(v is not None for v in static):
-            # Constants and static shapes only: computed once, eagerly, so traces keep them.
-            with tf.init_scope():
-                return OPS[node.op](node, [tf.constant(v) for v in static])
-        return OPS[node.op](node, args)
+        return fold_static(OPS[node.op], node, args)
 
     def tensor(self, name: str) -> str:
         """The node whose value is the tensor ``name`` (made on first use)."""

@@ -27,7 +27,7 @@ from defusedxml import DefusedXmlException
 
 from facerecon.core.errors import FaceReconError
 from facerecon.graphs import ops
-from facerecon.graphs.graph import Graph, Node
+from facerecon.graphs.graph import Graph, Node, fold_static
 
 #: an IR's XML beyond this is not a model graph (the largest face and generator IRs are < 1 MB)
 MAX_XML_BYTES = 64 * 2**20
@@ -311,14 +311,7 @@ class IRGraph(Graph):
             )
 
     def apply(self, node: Node, args: list[tf.Tensor]) -> tf.Tensor | tuple[tf.Tensor, ...]:
-        if tf.executing_eagerly():  # eager values are all "static": folding would cut the tape
-            return OPS[node.op](node, args)
-        static = [tf.get_static_value(a) for a in args]
-        if all(v is not None for v in static):
-            # Constants and static shapes only: computed once, eagerly, so traces keep them.
-            with tf.init_scope():
-                return OPS[node.op](node, [tf.constant(v) for v in static])
-        return OPS[node.op](node, args)
+        return fold_static(OPS[node.op], node, args)
 
     @property
     def parameters(self) -> list[str]:

