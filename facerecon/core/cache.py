@@ -47,3 +47,14 @@ def cached_arrays(
             return dict(stored)
 
     return _cached(folder, name, key, ".npz", load, lambda path, a: np.savez(path, **a), compute)
+
+
+def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
+    """One sha256 over named arrays (names, dtypes, shapes and bytes, in name order): what a
+    cache of converted weights stores to tell an intact file from a damaged one."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 import facerecon.core.kinds
-from facerecon.core.cache import cache_dir
+from facerecon.core.cache import arrays_sha256, cache_dir
 from facerecon.core.errors import FaceReconError
 from facerecon.core.kinds import FaceChip, FaceModel
 from facerecon.judges.calibration import load_thresholds
@@ -63,15 +63,6 @@ def _fingerprint(path: Path) -> dict[str, object]:
     return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def _arrays_digest(arrays: dict[str, np.ndarray]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(arrays):
-        array = np.ascontiguousarray(arrays[name])
-        digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
 def _read_cache(path: Path, source: dict[str, object]) -> dict[str, np.ndarray] | None:
     """The cached arrays if they were made from ``source`` and are intact, else None."""
     try:
@@ -80,12 +71,12 @@ def _read_cache(path: Path, source: dict[str, object]) -> dict[str, np.ndarray] 
         meta = json.loads(str(arrays.pop(_META_KEY)))
     except Exception:  # a damaged cache, whatever the damage, is rebuilt
         return None
-    expected = {"format": CACHE_FORMAT, **source, "arrays_sha256": _arrays_digest(arrays)}
+    expected = {"format": CACHE_FORMAT, **source, "arrays_sha256": arrays_sha256(arrays)}
     return arrays if meta == expected else None
 
 
 def _write_cache(path: Path, source: dict[str, object], arrays: dict[str, np.ndarray]) -> None:
-    meta = {"format": CACHE_FORMAT, **source, "arrays_sha256": _arrays_digest(arrays)}
+    meta = {"format": CACHE_FORMAT, **source, "arrays_sha256": arrays_sha256(arrays)}
     # Written next to the target and renamed, so a reader never sees half a file.
     handle, temp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
     try:

@@ -12,7 +12,6 @@ keras-facenet's. The mapped arrays are cached as one .npz beside the graph.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facerecon.core.cache import cache_dir
+from facerecon.core.cache import arrays_sha256, cache_dir
 from facerecon.core.errors import FaceReconError
 from facerecon.core.packages import pip_wheel, sha256
 
@@ -152,15 +151,6 @@ def map_constants(consts: Mapping[str, np.ndarray], epsilons: Mapping[str, float
     return arrays
 
 
-def _digest(arrays: Mapping[str, np.ndarray]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(arrays):
-        array = np.ascontiguousarray(arrays[name])
-        digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
 def _flat(arrays: LayerArrays) -> dict[str, np.ndarray]:
     return {f"{layer}/{var}": v for layer, vars_ in arrays.items() for var, v in vars_.items()}
 
@@ -174,7 +164,11 @@ def _nested(flat: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
 
 
 def _meta(graph_sha256: str, flat: Mapping[str, np.ndarray]) -> dict[str, object]:
-    return {"format": CACHE_FORMAT, "graph_sha256": graph_sha256, "arrays_sha256": _digest(flat)}
+    return {
+        "format": CACHE_FORMAT,
+        "graph_sha256": graph_sha256,
+        "arrays_sha256": arrays_sha256(flat),
+    }
 
 
 def _read_cache(path: Path, graph_sha256: str) -> LayerArrays | None:
