@@ -348,3 +348,26 @@ def test_a_constant_whose_size_disagrees_with_its_shape_is_refused(tmp_path: Pat
     path.write_text(text.replace('shape="3"', 'shape="4"', 1))
     with pytest.raises(FaceReconError, match=r"constant .* of shape \[4\] \(f32\) says 12 bytes"):
         load_ir(path)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "strides", "dilations"),
+    [((2, 1), (2, 1), (1, 1)), ((3, 2), (1, 3), (1, 1)), ((3, 3), (2, 1), (2, 1))],
+)
+def test_depthwise_transpose_with_unequal_strides_matches_a_numpy_scatter(
+    kernel, strides, dilations
+) -> None:
+    """MobileStyleGAN's IDWT upsampling: TF's depthwise gradient op refuses these strides."""
+    from facerecon.graphs import ops as graph_ops
+
+    rng = np.random.default_rng(3)
+    (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dilations
+    x = rng.standard_normal((2, 4, 5, 3)).astype(np.float32)
+    k = rng.standard_normal((kh, kw, 1, 3)).astype(np.float32)
+    out = graph_ops.conv2d_transpose(
+        tf.constant(x), tf.constant(k), strides, dilations, ((0, 0), (0, 0)), groups=3
+    )
+    expected = np.zeros((2, 3 * sh + dh * (kh - 1) + 1, 4 * sw + dw * (kw - 1) + 1, 3))
+    for i, j, a, b in np.ndindex(4, 5, kh, kw):
+        expected[:, i * sh + a * dh, j * sw + b * dw] += x[:, i, j] * k[a, b, 0]
+    np.testing.assert_allclose(out.numpy(), expected, atol=1e-5)

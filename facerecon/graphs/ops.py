@@ -89,7 +89,9 @@ def conv2d_transpose(
     stride = [1, *strides, 1]
     dilation = [1, *dilations, 1]
     batch = tf.shape(x)[0] if batch is None else batch
-    if groups == channels and kernel.shape[2] == 1:
+    if groups == channels and kernel.shape[2] == 1 and strides[0] != strides[1]:
+        out = _depthwise_transpose(x, kernel, strides, dilations)
+    elif groups == channels and kernel.shape[2] == 1:
         out = tf.nn.depthwise_conv2d_backprop_input(
             [batch, *full, channels], tf.reshape(kernel, [kh, kw, channels, 1]), x,
             stride, "VALID", dilations=dilation,
@@ -109,6 +111,27 @@ def conv2d_transpose(
     bottom, right = bottom - output_padding[0], right - output_padding[1]
     out = tf.pad(out, [[0, 0], [0, max(-bottom, 0)], [0, max(-right, 0)], [0, 0]])
     return out[:, top : full[0] - bottom, left : full[1] - right, :]
+
+
+def _depthwise_transpose(
+    x: tf.Tensor, kernel: tf.Tensor, strides: Sequence[int], dilations: Sequence[int]
+) -> tf.Tensor:
+    """A depthwise transposed convolution (no pads) as a stride-1 depthwise convolution of
+    ``x`` with zeros inserted between its pixels, by the spatially flipped kernel: TF's own
+    depthwise gradient op refuses unequal strides along the two axes."""
+    batch, height, width, channels = x.shape
+    batch = tf.shape(x)[0] if batch is None else batch
+    (sh, sw), (dh, dw) = strides, dilations
+    kh, kw = kernel.shape[0], kernel.shape[1]
+    spread = tf.pad(
+        x[:, :, None, :, None, :], [[0, 0], [0, 0], [0, sh - 1], [0, 0], [0, sw - 1], [0, 0]]
+    )
+    spread = tf.reshape(spread, [batch, height * sh, width * sw, channels])
+    spread = spread[:, : (height - 1) * sh + 1, : (width - 1) * sw + 1]
+    ph, pw = dh * (kh - 1), dw * (kw - 1)
+    spread = tf.pad(spread, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
+    flipped = tf.reshape(kernel[::-1, ::-1], [kh, kw, channels, 1])
+    return tf.nn.depthwise_conv2d(spread, flipped, [1, 1, 1, 1], "VALID", dilations=[dh, dw])
 
 
 def same_pads(
