@@ -92,6 +92,9 @@ class FaceModel(Plugin):
     #: cosine thresholds between two photos' embeddings at false-match rates ("1e-2",
     #: "1e-3"), calibrated on labelled photos; a model with thresholds can judge others
     thresholds: ClassVar[dict[str, float]] = {}
+    #: whether the model judges every run that names no judges (when calibrated and not the
+    #: attacked model); off by default, so that calibrating a model adds it to no run
+    default_judge: ClassVar[bool] = False
 
     @classmethod
     def available(cls) -> str | None:
@@ -211,6 +214,13 @@ class Parameterization(Plugin):
     def frames(self, params: tf.Tensor) -> tf.Tensor | None:
         """Whole pictures the parameters make, when they are more than the model's chips
         (a generator's full frame), kept with the run's final images; None by default."""
+        return None
+
+    def sample(self, count: int, seed: int) -> np.ndarray | None:
+        """Parameters of ``count`` random images drawn from the parameterization's own
+        distribution (a generator's seeded samples), the same for the same seed, after
+        :meth:`prepare`; None (the default) when it has none. One-pass networks that output
+        parameters train on them."""
         return None
 
 

@@ -101,6 +101,7 @@ class StyleGAN(Parameterization):
 
     def prepare(self, context: PrepareContext) -> None:
         self._seed = context.seed
+        self._size = context.model.input_size
         self._box = framing.model_box(context.model, self._sample_frames)
 
     def _sample_frames(self, count: int) -> np.ndarray:
@@ -119,6 +120,10 @@ class StyleGAN(Parameterization):
         w = self.generator.map(tf.constant(z, tf.float32))
         u = truncation * (w - self._mean[:, 0]) / self._std[:, 0]
         return np.repeat(u.numpy()[:, None], self._layers(), axis=1).astype(np.float32)
+
+    def sample(self, count: int, seed: int) -> np.ndarray:
+        """Seeded samples z -> w, truncated toward the average by ``truncation``."""
+        return self._sampled(count, self.params.truncation, seed)
 
     def _from_file(self, count: int) -> np.ndarray:
         path = Path(self.params.latent).expanduser()
@@ -165,7 +170,7 @@ class StyleGAN(Parameterization):
         self._size = images.shape[1]
         count, start = len(images), self.params.start
         if start == "sample":
-            return self._sampled(count, self.params.truncation, seed=self._seed)
+            return self.sample(count, self._seed)
         if start == "latent":
             return self._from_file(count)
         if start == "project":

@@ -10,6 +10,9 @@ size, the last decoder tensor with the padded guide itself, and a last convoluti
 image.
 
 A sigmoid keeps the output in [0, 1], where the face models take their input.
+
+``latent`` (see :mod:`.latent`): an MLP from the embedding to the parameters of the spec's
+parameterization (a face generator's latent), rendered by it.
 """
 
 from __future__ import annotations
@@ -26,11 +29,15 @@ import tensorflow as tf
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from facerecon.core.errors import FaceReconError
-from facerecon.core.kinds import FaceModel
+from facerecon.core.kinds import FaceModel, Parameterization
 from facerecon.faces.embeddings import check_rows, numeric
 from facerecon.faces.neighbours import Strangers
 
+from . import latent
+
 KERNEL = 5
+#: a latent generator's images rendered per call (a 1024-pixel frame each)
+RENDER_BATCH = 4
 # Quadratic B-spline (Chaikin) subdivision: each output pixel takes 3/4 of its nearer and 1/4
 # of its farther input pixel. In a 5-tap kernel at stride 2 with "same" padding, these taps
 # put output pixel n at input position (n - 1/2) / 2, centred; the fifth tap stays zero.
@@ -51,9 +58,13 @@ class GeneratorParams(BaseModel):
     """The generator's architecture and initialization (``solver.generator`` in a spec)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    kind: Literal["embedding", "guided"] = Field(
-        "embedding", description="embedding only (Fig. 3a) or embedding + guide (Fig. 3b)"
+    kind: Literal["embedding", "guided", "latent"] = Field(
+        "embedding",
+        description="embedding only (Fig. 3a), embedding + guide (Fig. 3b), or embedding to "
+        "the parameterization's latent, rendered by it (a face generator's)",
     )
+    hidden: int = Field(1024, ge=8, le=8192, description="latent only: units per hidden layer")
+    hidden_layers: int = Field(2, ge=0, le=8, description="latent only: hidden ReLU layers")
     filters: int = Field(16, ge=1, le=512, description="channels of every decoder layer")
     depth: int = Field(5, ge=1, le=8, description="stride-2 transposed convolutions")
     guide_filters: int = Field(16, ge=1, le=512, description="channels of the guide's convs")
@@ -104,11 +115,27 @@ class GeneratorConfig:
     residual: bool = False
     #: NearestGuides as a dict, or None: the guides are given by the caller
     nearest: dict | None = None
+    hidden: int = 1024
+    hidden_layers: int = 2
+    #: latent only: the parameters' shape per image, and the parameterization (name and
+    #: parameters) that renders them
+    latent_shape: tuple[int, ...] | None = None
+    parameterization: dict | None = None
 
     @classmethod
-    def of(cls, params: GeneratorParams, model: FaceModel) -> GeneratorConfig:
+    def of(
+        cls, params: GeneratorParams, model: FaceModel, parameterization: Parameterization
+    ) -> GeneratorConfig:
+        extra: dict = {}
+        if params.kind == "latent":
+            extra["latent_shape"] = latent.latent_shape(parameterization, "solver.generator")
+            extra["parameterization"] = {
+                "name": parameterization.name,
+                **parameterization.params.model_dump(mode="json"),
+            }
         return cls(
             **params.model_dump(),
+            **extra,
             model=model.name,
             input_size=model.input_size,
             embedding_size=model.embedding_size,
@@ -116,7 +143,10 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> GeneratorConfig:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        if fields.get("latent_shape") is not None:  # JSON gives lists
+            fields["latent_shape"] = tuple(fields["latent_shape"])
+        return cls(**fields)
 
     def own_guides(self, model: FaceModel, base_dir: Path = Path(".")) -> Strangers | None:
         """The :class:`Strangers` that give this generator its guides (each template's
@@ -138,6 +168,10 @@ class GeneratorConfig:
         return self.kind == "guided"
 
     @property
+    def latent(self) -> bool:
+        return self.kind == "latent"
+
+    @property
     def base(self) -> int:
         """Side of the dense layer's tensor: the canvas is ``base * 2**depth``."""
         return math.ceil(self.input_size / 2**self.depth)
@@ -151,6 +185,13 @@ class GeneratorConfig:
         return {k: v for k, v in self.to_dict().items() if k != "init"}
 
     def describe(self) -> str:
+        if self.latent:
+            name = (self.parameterization or {}).get("name")
+            return (
+                f"latent generator ({self.hidden_layers} x {self.hidden} hidden, to {name}'s "
+                f"{'x'.join(map(str, self.latent_shape or ()))} latent) for {self.model} "
+                f"({self.input_size}x{self.input_size} in, {self.embedding_size}-d)"
+            )
         guide = f", guide {self.guide_filters} filters" if self.guided else ""
         if self.nearest:
             guide += f" from the {self.nearest['k']} nearest strangers in {self.nearest['images']}"
@@ -230,6 +271,10 @@ def build_network(
 
     mean = np.zeros(dim, np.float32) if mean is None else np.asarray(mean, np.float32)
     variance = np.ones(dim, np.float32) if variance is None else np.asarray(variance, np.float32)
+    if config.latent:
+        return latent.build_network(
+            dim, config.latent_shape, config.hidden, config.hidden_layers, mean, variance, seed
+        )
     embedding = keras.Input((dim,), name="embedding")
     inputs = [embedding]
     x = keras.layers.Normalization(mean=mean, variance=variance, name="standardize")(embedding)
@@ -340,6 +385,8 @@ class Generator:
         #: the embedding statistics standardized inside the network (kept for checkpoints)
         self.mean = np.zeros(config.embedding_size, np.float32) if mean is None else mean
         self.variance = np.ones(config.embedding_size, np.float32) if variance is None else variance
+        #: latent only: the prepared parameterization that renders the network's output
+        self.renderer: Parameterization | None = None
         # A fixed signature: one trace per generator, whatever the batch size.
         c = config
         signature = [tf.TensorSpec((None, c.embedding_size), tf.float32)]
@@ -363,17 +410,32 @@ class Generator:
     def guided(self) -> bool:
         return self.config.guided
 
+    @property
+    def latent(self) -> bool:
+        return self.config.latent
+
+    def render_with(self, renderer: Parameterization) -> None:
+        """Latent only: render the network's output with ``renderer`` (prepared)."""
+        self.renderer = renderer
+        self._compiled = latent.compiled(self.network, renderer.to_images)
+
     def __call__(self, embeddings, guides=None, training: bool = False) -> tf.Tensor:
         """Images for a batch, as a tensor (usable inside a compiled step)."""
         inputs = [embeddings, guides] if self.guided else [embeddings]
-        return self.network(inputs, training=training)
+        out = self.network(inputs, training=training)
+        if self.latent:
+            if self.renderer is None:
+                raise FaceReconError("a latent generator renders only after check_model()")
+            return self.renderer.to_images(out)
+        return out
 
     def own_guides(self, model: FaceModel) -> Strangers | None:
         """The guides it makes itself for templates of ``model``, or None."""
         return self.config.own_guides(model)
 
     def check_model(self, model: FaceModel, where: str = "generator") -> None:
-        """Raise unless this generator was made for ``model`` (name and sizes)."""
+        """Raise unless this generator was made for ``model`` (name and sizes). A latent
+        generator then gets its parameterization, prepared for ``model``, to render with."""
         c = self.config
         if (c.model, c.input_size, c.embedding_size) != (
             model.name,
@@ -385,6 +447,8 @@ class Generator:
                 f"{c.embedding_size}-d), but the model here is {model.name!r} "
                 f"({model.input_size}x{model.input_size} in, {model.embedding_size}-d)"
             )
+        if c.latent and self.renderer is None:
+            self.render_with(latent.renderer(c.parameterization, model))
 
     def check_inputs(
         self,
@@ -426,8 +490,13 @@ class Generator:
     def generate(
         self, embeddings: np.ndarray, guides: np.ndarray | None = None, batch: int = 32
     ) -> np.ndarray:
-        """Images (N, S, S, 3) in [0, 1] for many embeddings, ``batch`` at a time."""
+        """Images (N, S, S, 3) in [0, 1] for many embeddings, ``batch`` at a time (a latent
+        generator renders at most :data:`RENDER_BATCH` at a time: its frames are large)."""
         rows, guides = self.check_inputs(embeddings, guides)
+        if self.latent:
+            if self.renderer is None:
+                raise FaceReconError("a latent generator renders only after check_model()")
+            batch = min(batch, RENDER_BATCH)
         out = []
         for i in range(0, len(rows), batch):
             inputs = [tf.constant(rows[i : i + batch])]

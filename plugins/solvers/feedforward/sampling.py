@@ -6,26 +6,38 @@ since a few dozen faces cannot pin down a full covariance in 128 or 512 dimensio
 ``photos``: the real faces' own embeddings (each photo and its mirror image), drawn with
 their photos, so a training can hold each image to the photo its template came from
 (``solver.photo_weight``), as NbNet (Mai et al. 2018) trains on real faces.
+``generated``: the parameterization's own seeded samples (a face generator's latents) with
+the model's templates of their images, made once and cached in chunks (a 1024-pixel frame
+costs seconds here, so a training resumes on the samples made before); for the ``latent``
+generator kind, which learns the way back from template to latent (FaceTI's idea).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
+import tensorflow as tf
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from facerecon.core.cache import arrays_sha256, cached_arrays
 from facerecon.core.errors import FaceReconError
+from facerecon.core.kinds import Parameterization
 
 
 class SamplingParams(BaseModel):
     """How training embeddings are drawn (``solver.sampling`` in a spec)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    kind: Literal["gaussian", "directions", "photos"] = Field(
+    kind: Literal["gaussian", "directions", "photos", "generated"] = Field(
         "gaussian",
-        description="fitted Gaussian, random directions at the typical norm, or the real "
-        "faces' own embeddings drawn with their photos (and mirror images)",
+        description="fitted Gaussian, random directions at the typical norm, the real "
+        "faces' own embeddings drawn with their photos (and mirror images), or the "
+        "parameterization's own samples drawn with their latents",
+    )
+    samples: int = Field(
+        1024, ge=2, le=1_000_000, description="generated only: how many samples to make (cached)"
     )
     images: str = Field("builtin:lfw", description="the real faces the distribution comes from")
     align: bool = Field(False, description="detect and align those faces")
@@ -94,6 +106,67 @@ class PhotoSampler:
         """``n`` (embedding, photo) pairs drawn without replacement within a batch."""
         rows = rng.choice(len(self.embeddings), n, replace=n > len(self.embeddings))
         return self.embeddings[rows], self.photos[rows]
+
+
+class GeneratedSampler:
+    """Draws the templates of a parameterization's samples with their parameters."""
+
+    def __init__(self, embeddings: np.ndarray, latents: np.ndarray) -> None:
+        stats = EmbeddingSampler("gaussian", embeddings)
+        self.mean, self.variance = stats.mean, stats.variance
+        self.embeddings = np.asarray(embeddings, np.float32)
+        self.latents = np.asarray(latents, np.float32)
+
+    def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` (embedding, latent) pairs drawn without replacement within a batch."""
+        rows = rng.choice(len(self.embeddings), n, replace=n > len(self.embeddings))
+        return self.embeddings[rows], self.latents[rows]
+
+
+#: samples made, embedded and cached together
+CHUNK = 32
+
+
+def generated(
+    param: Parameterization,
+    forward: Callable[[np.ndarray, list[str]], tuple[np.ndarray, dict]],
+    model: str,
+    count: int,
+    seed: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> GeneratedSampler:
+    """``count`` seeded samples of ``param`` (prepared for ``model``) and ``model``'s
+    templates of their images, chunk by chunk from the cache or made now; ``progress`` gets
+    (samples ready, count) after every chunk."""
+    render = tf.function(param.to_images)
+    embeddings, latents = [], []
+    for start in range(0, count, CHUNK):
+        chunk_seed = int(np.random.SeedSequence([seed, start]).generate_state(1)[0])
+        latent = param.sample(min(CHUNK, count - start), chunk_seed)
+        if latent is None:
+            raise FaceReconError(
+                f"sampling.kind: 'generated' needs a parameterization with samples of its own "
+                f"(e.g. stylegan); {param.name!r} has none"
+            )
+        latent = np.asarray(latent, np.float32)
+
+        def compute(latent: np.ndarray = latent) -> dict[str, np.ndarray]:
+            images = np.concatenate(
+                [render(tf.constant(latent[i : i + 4])).numpy() for i in range(0, len(latent), 4)]
+            )
+            return {"embeddings": forward(images, [])[0].astype(np.float32)}
+
+        # The latents' digest names the samples: the parameterization's settings that change
+        # them (space, truncation, seed) change it, the others (its prior...) do not.
+        key = f"{param.name} {getattr(param.params, 'weights', None)} {model} " + arrays_sha256(
+            {"latent": latent}
+        )
+        made = cached_arrays("samples", f"{param.name}-{model}", key, compute)
+        embeddings.append(made["embeddings"])
+        latents.append(latent)
+        if progress is not None:
+            progress(start + len(latent), count)
+    return GeneratedSampler(np.concatenate(embeddings), np.concatenate(latents))
 
 
 def real_faces(images: np.ndarray, subset: tuple[int, int] | None, source: str) -> np.ndarray:

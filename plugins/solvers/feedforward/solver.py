@@ -21,7 +21,14 @@ from facerecon.ops.forward import check_taps
 
 from .checkpoint import Checkpoints
 from .generator import Generator, GeneratorConfig, GeneratorParams
-from .sampling import EmbeddingSampler, PhotoSampler, SamplingParams, real_faces
+from .sampling import (
+    EmbeddingSampler,
+    GeneratedSampler,
+    PhotoSampler,
+    SamplingParams,
+    generated,
+    real_faces,
+)
 from .training import Settings, Trainer
 
 
@@ -66,6 +73,19 @@ class FeedForwardParams(Params):
         "forward pass of the untransformed images and photos per step)",
     )
 
+    latent_weight: float = Field(
+        0.0,
+        ge=0,
+        description="with sampling.kind generated: weight of the mean squared distance of "
+        "each predicted latent to the latent its template came from",
+    )
+    train_objective: bool = Field(
+        True,
+        description="put the objective on the images of every training step; false (with "
+        "latent_weight) trains on the latents alone, the objective scoring the probes: a "
+        "latent generator's images cost a 1024-pixel synthesis and its gradient each",
+    )
+
     @field_validator("lr_drops")
     @classmethod
     def _drops(cls, drops: dict[int, float], info: ValidationInfo) -> dict[int, float]:
@@ -86,6 +106,16 @@ class FeedForwardParams(Params):
             raise ValueError(
                 "photo_weight and photo_layers need the photos: they go with sampling.kind photos"
             )
+        generated = self.sampling.kind == "generated"
+        if generated != (self.generator.kind == "latent"):
+            raise ValueError(
+                "sampling.kind 'generated' and generator.kind 'latent' go together: the "
+                "samples' latents are what a latent generator learns to make"
+            )
+        if self.latent_weight > 0 and not generated:
+            raise ValueError("latent_weight needs latents: it goes with sampling.kind generated")
+        if not self.train_objective and self.latent_weight == 0:
+            raise ValueError("train_objective: false leaves nothing to train on; set latent_weight")
         return self
 
 
@@ -120,11 +150,21 @@ class FeedForward(Solver):
             )
         return evaluation
 
-    def sampler(self, objective: Objective) -> EmbeddingSampler | PhotoSampler:
+    def sampler(self, objective: Objective) -> EmbeddingSampler | PhotoSampler | GeneratedSampler:
         """The training embeddings' distribution, fitted to the model's real-face embeddings
-        (or, for ``photos``, those faces and their mirror images themselves)."""
+        (or, for ``photos``, those faces and their mirror images themselves; for
+        ``generated``, the parameterization's own samples)."""
         s = self.params.sampling
         context = objective.context
+        if s.kind == "generated":
+            return generated(
+                objective.parameterization,
+                context.forward,
+                objective.model.name,
+                s.samples,
+                context.seed,
+                progress=_sample_progress,
+            )
         faces = real_faces(context.load_images(s.images, s.align), s.subset, s.images)
         if s.kind == "photos":
             faces = np.concatenate([faces, faces[:, :, ::-1]])
@@ -140,7 +180,7 @@ class FeedForward(Solver):
         context = objective.context
         if context is None:
             raise RuntimeError("the feedforward solver needs a prepared objective")
-        config = GeneratorConfig.of(p.generator, objective.model)
+        config = GeneratorConfig.of(p.generator, objective.model, objective.parameterization)
         check_taps(objective.model, list(p.photo_layers), "solver.photo_layers")
         strangers = config.own_guides(objective.model)
         if strangers is not None and objective.guides is not None:
@@ -161,6 +201,8 @@ class FeedForward(Solver):
             checkpoints.check(config)
             mean, variance = stored[1], stored[2]  # the network was built around these
         generator = Generator.build(config, mean, variance, seed=context.seed)
+        if config.latent:
+            generator.render_with(objective.parameterization)  # prepared for this run
         trainer = Trainer(
             generator,
             objective,
@@ -176,6 +218,8 @@ class FeedForward(Solver):
                 p.photo_weight,
                 p.photo_layers,
                 p.lr_drops,
+                p.latent_weight,
+                p.train_objective,
             ),
             checkpoints,
             None if strangers is None else strangers.preload(),
@@ -188,3 +232,10 @@ class FeedForward(Solver):
             stop_reason=f"{reason}; generated in one pass",
             extras={"generator": generator, "steps_per_second": trainer.steps_per_second},
         )
+
+
+def _sample_progress(ready: int, count: int) -> None:
+    """One line per chunk of samples, so a long first run shows that it works."""
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(f"generated samples: {ready}/{count} (cached)")

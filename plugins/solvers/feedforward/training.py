@@ -31,7 +31,7 @@ from facerecon.ops.forward import forward_for
 
 from .checkpoint import Checkpoints
 from .generator import Generator
-from .sampling import EmbeddingSampler, PhotoSampler
+from .sampling import EmbeddingSampler, GeneratedSampler, PhotoSampler
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,10 @@ class Settings:
     photo_layers: dict[str, float] = field(default_factory=dict)
     #: step -> learning rate from that step on
     lr_drops: dict[int, float] = field(default_factory=dict)
+    #: with generated samples: weight of each predicted latent's squared distance to its own
+    latent_weight: float = 0.0
+    #: whether the objective is put on the training step's images
+    train_objective: bool = True
 
     def lr_at(self, step: int) -> float:
         """The learning rate in force at ``step`` (0-based): the last drop at or before it."""
@@ -91,7 +95,7 @@ class Trainer:
         self,
         generator: Generator,
         objective: Objective,
-        sampler: EmbeddingSampler | PhotoSampler,
+        sampler: EmbeddingSampler | PhotoSampler | GeneratedSampler,
         settings: Settings,
         checkpoints: Checkpoints | None = None,
         strangers: Strangers | None = None,
@@ -111,6 +115,7 @@ class Trainer:
         variables = generator.network.trainable_variables
         fixed = None if guides is None else tf.constant(guides, tf.float32)
         anchor, held = self.settings.guide_weight, self.settings.photo_weight
+        pulled, judged = self.settings.latent_weight, self.settings.train_objective
         layers = self.settings.photo_layers
         features = forward_for(objective.model, list(layers)) if layers else None
 
@@ -121,10 +126,23 @@ class Trainer:
             seed: tf.Tensor,
             own: tf.Tensor | None = None,
             photos: tf.Tensor | None = None,
+            latents: tf.Tensor | None = None,
         ) -> dict[str, tf.Tensor]:
             with tf.GradientTape() as tape:
-                images = generator(embeddings, fixed if own is None else own, training=True)
-                terms = objective(images, weights, targets=embeddings, seed=seed)
+                if generator.latent:
+                    made = generator.network(embeddings, training=True)
+                    distance = tf.reduce_mean(
+                        tf.square(made - latents), axis=list(range(1, len(made.shape)))
+                    )
+                    terms = {"latent": distance, "total": pulled * distance}
+                    if judged:
+                        images = generator.renderer.to_images(made)
+                        scored = objective(images, weights, targets=embeddings, seed=seed)
+                        terms = {**scored, "latent": distance}
+                        terms["total"] = scored["total"] + pulled * distance
+                else:
+                    images = generator(embeddings, fixed if own is None else own, training=True)
+                    terms = objective(images, weights, targets=embeddings, seed=seed)
                 if own is not None and anchor > 0:
                     # the guide regularizer's pixels term, for guides that change every step
                     distance = tf.reduce_mean(tf.square(images - own), axis=[1, 2, 3])
@@ -233,15 +251,18 @@ class Trainer:
         try:
             for t in range(start, s.steps):
                 rng = np.random.default_rng([s.seed, t])  # resumable: step t draws the same
-                sampled, photos = self.sampler.draw(rng, s.batch)
+                sampled, extra = self.sampler.draw(rng, s.batch)
                 own = None if strangers is None else tf.constant(strangers.means(sampled))
-                photos = None if photos is None else tf.constant(photos)
+                extra = None if extra is None else tf.constant(extra)
+                photos, latents = (None, extra) if generator.latent else (extra, None)
                 # from the step, not the optimizer's counter: a resume lands on the same rate
                 if t == start or t in s.lr_drops:
                     self.optimizer.learning_rate.assign(s.lr_at(t))
                 weights = tf.constant(objective.weights_at(t))
                 seed = tf.constant(objective.step_seed(t))
-                terms = steps[t % len(steps)](tf.constant(sampled), weights, seed, own, photos)
+                terms = steps[t % len(steps)](
+                    tf.constant(sampled), weights, seed, own, photos, latents
+                )
                 out = {k: float(v) for k, v in terms.items()}
                 if not math.isfinite(out["total"]):
                     reason = f"diverged at step {t} (loss is not finite)"
