@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,13 @@ import pluggy
 
 from facerecon.core.context import RunResult, SweepContext
 from facerecon.core.errors import FaceReconError
+from facerecon.core.kinds import FaceModel
 from facerecon.core.registry import Registered, plugin_manager, registry
 from facerecon.core.spec import PluginRef, Spec
 from facerecon.engine.runner import embed_photo, instantiate
 from facerecon.engine.runner import run as run_spec
 from facerecon.engine.sweep import run_sweep
-from facerecon.engine.validation import load
+from facerecon.engine.validation import check_plugin, load
 from facerecon.evaluation.report import Report
 from facerecon.evaluation.report import report as make_report
 from facerecon.faces import photos as faces
@@ -118,16 +120,24 @@ def plugins() -> list[dict[str, Any]]:
     return rows
 
 
-def model(name: str = "dlib-resnet", **params: Any):
-    """A face model plugin instance by name."""
+def model(name: str = "dlib-resnet", **params: Any) -> FaceModel:
+    """A face model plugin instance by name, with its parameters (``path=...`` for ``onnx``).
+
+    A name or parameter the model does not take is one error line, as in a spec's
+    ``model`` section: the key path, the bad value, what is allowed and close matches.
+    """
     reg = registry()
-    if name not in reg.names("model"):
-        raise FaceReconError(f"unknown model {name!r}; choose from {', '.join(reg.names('model'))}")
+    # a pathlib.Path is what Python callers hold for a file; the params take strings
+    params = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in params.items()}
+    lines = check_plugin(("model",), "model", {"name": name, **params}, reg)
+    if lines:
+        raise FaceReconError(lines[0], lines=lines)
     return instantiate(reg, "model", PluginRef(name=name, **params))
 
 
 def layers(model_name: str = "dlib-resnet", **params: Any) -> list[tuple[str, tuple]]:
-    """The tappable layers of a model with their output shapes (batch axis omitted)."""
+    """The tappable layers of a model (with its ``params``) and their output shapes (batch
+    axis omitted)."""
     face_model = model(model_name, **params)
     net = face_model.network()
     return [("pixels", (face_model.input_size, face_model.input_size, 3))] + [
@@ -141,13 +151,14 @@ def embed(
     *,
     model_name: str = "dlib-resnet",
     align: bool = True,
+    model_params: Mapping[str, Any] | None = None,
 ) -> tuple[np.ndarray, str]:
-    """The (pre-normalization) embedding of the face in a photo; saved to ``out`` (an .npy,
-    its folder made if need be) if given."""
+    """The (pre-normalization) embedding of the face in a photo by a model (with its
+    ``model_params``); saved to ``out`` (an .npy, its folder made if need be) if given."""
     if out is not None and Path(out).suffix.lower() != ".npy":
         # numpy.save would quietly write OUT.npy next to the name the user gave
         raise FaceReconError(f"{out}: embeddings are written as .npy; name the file *.npy")
-    embedding, _, note = embed_photo(model(model_name), str(photo), align)
+    embedding, _, note = embed_photo(model(model_name, **(model_params or {})), str(photo), align)
     if out is not None:
         try:
             Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -170,12 +181,20 @@ def embed_images(images: np.ndarray, model_name: str = "dlib-resnet") -> np.ndar
     )[0]
 
 
-def calibrate(model_name: str, photos: tuple[str, ...] | list[str], *, step=None) -> dict[str, Any]:
-    """Calibrate a model's cosine thresholds at false-match rates 1e-2 and 1e-3 on labelled
-    photos (:func:`facerecon.judges.calibration.calibrate`); ``step`` is called per photo."""
+def calibrate(
+    model_name: str,
+    photos: tuple[str, ...] | list[str],
+    *,
+    step=None,
+    model_params: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Calibrate a model's (with its ``model_params``) cosine thresholds at false-match
+    rates 1e-2 and 1e-3 on labelled photos (:func:`facerecon.judges.calibration.calibrate`);
+    ``step`` is called per photo."""
     from facerecon.judges import calibration
 
-    return calibration.calibrate(model(model_name), photos, step=step or (lambda: None))
+    face_model = model(model_name, **(model_params or {}))
+    return calibration.calibrate(face_model, photos, step=step or (lambda: None))
 
 
 def ui(host: str = "127.0.0.1", port: int = 5000) -> int:

@@ -46,6 +46,13 @@ def _friendly(fn: Callable) -> Callable:
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]")
             sys.exit(130)
+        except OSError as exc:  # a full disk wherever it is met: one line, not a traceback
+            from facerecon.tracking.store import no_space
+
+            if (full := no_space(exc)) is None:
+                raise
+            err.print(f"[red]error:[/] no space left on {escape(full)} ({escape(str(exc))})")
+            sys.exit(1)
 
     return wrapper
 
@@ -73,7 +80,7 @@ def _start_tensorflow_quietly() -> None:
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """facerecon: turn face-recognition embeddings back into face images."""
-    if ctx.invoked_subcommand != "ui":  # the UI only serves the store: no TensorFlow
+    if ctx.invoked_subcommand not in ("ui", "runs"):  # these only read the store: no TensorFlow
         _start_tensorflow_quietly()
 
 
@@ -188,6 +195,54 @@ def report(experiment: str, output: str | None, no_log: bool) -> None:
 
 
 @main.command()
+@click.argument("experiments", nargs=-1)
+@click.option("--end-stale", is_flag=True, help="End the stale runs as KILLED, with the reason.")
+@click.option(
+    "--stale-after",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="MINUTES",
+    help="A RUNNING run with no heartbeat for this long is stale [default: 10].",
+)
+@_friendly
+def runs(experiments: tuple[str, ...], end_stale: bool, stale_after: float | None) -> None:
+    """List the RUNNING runs of EXPERIMENTS (default: all) and which are stale: their
+    process no longer renews their heartbeat (killed, or its machine went down)."""
+    import time
+
+    from facerecon.tracking import runs as tracked
+    from facerecon.tracking.store import client
+
+    bound = tracked.STALE_SECONDS if stale_after is None else stale_after * 60
+    store = client()
+    found = [store.get_experiment_by_name(name) for name in experiments]
+    if missing := [name for name, e in zip(experiments, found, strict=True) if e is None]:
+        raise FaceReconError(f"no experiment {', '.join(map(repr, missing))} in the store")
+    chosen = found if experiments else store.search_experiments()
+    names = {e.experiment_id: e.name for e in chosen}
+    running = tracked.running(store, list(names)) if names else []
+    stale = [run for run in running if tracked.is_stale(run, bound)]
+    stale_ids = {run.info.run_id for run in stale}
+    now = time.time()
+    for run in running:
+        quiet = tracked.ago(now - tracked.last_sign_of_life(run))
+        seen = "heartbeat" if tracked.HEARTBEAT_TAG in run.data.tags else "started (no heartbeat)"
+        mark = "stale" if run.info.run_id in stale_ids else "ok"
+        out().print(
+            f"{mark:5}  {escape(names[run.info.experiment_id])} / "
+            f"{escape(run.info.run_name or '')} {run.info.run_id}: {seen} {quiet} ago",
+            soft_wrap=True,
+        )
+    if end_stale:
+        ended = tracked.end_stale(store, stale, bound)
+        err.print(f"{len(ended)} stale run(s) ended as KILLED")
+    else:
+        err.print(
+            f"{len(running)} running, {len(stale)} stale (no sign of life for more than "
+            f"{tracked.ago(bound)})" + ("; end them with --end-stale" if stale else "")
+        )
+
+
+@main.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @click.option("--no-log", is_flag=True, help="Do not log the scores to the evaluation's run.")
 @_friendly
@@ -213,27 +268,94 @@ def plugins() -> None:
     out().print(console.plugins_table(api.plugins()))
 
 
+def _model_options(fn: Callable) -> Callable:
+    """``--model NAME`` and the repeatable ``--model-param KEY=VALUE`` of a command."""
+    fn = click.option(
+        "--model-param",
+        "model_params",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="A parameter of the model, VALUE read as YAML (112, [1, 2, 3], bgr); repeatable.",
+    )(fn)
+    return click.option("--model", "model_option", metavar="NAME", help="The face model.")(fn)
+
+
+def _model_choice(
+    positional: str | None, option: str | None, default: str | None = "dlib-resnet"
+) -> str:
+    """The model a command names, as its MODEL argument or with ``--model`` (or both, alike)."""
+    if positional and option and positional != option:
+        raise FaceReconError(f"two models named, {positional!r} and --model {option!r}; give one")
+    name = positional or option or default
+    if name is None:
+        raise FaceReconError("name the model: MODEL, or --model NAME")
+    return name
+
+
+def _model_params(pairs: tuple[str, ...]) -> dict[str, object]:
+    """``--model-param KEY=VALUE`` pairs as the model's parameters, each value read as a YAML
+    value (safely, like a spec's), so that numbers and lists arrive as numbers and lists."""
+    import yaml
+
+    from facerecon.engine.validation import OutOfProportion, UniqueKeyLoader, shown
+
+    params: dict[str, object] = {}
+    for pair in pairs:
+        key, equals, text = pair.partition("=")
+        key = key.strip()
+        if not equals or not key:
+            raise FaceReconError(f"--model-param {shown(pair)}: give KEY=VALUE (path=face.onnx)")
+        if key == "name":
+            raise FaceReconError("--model-param name: the model is named by --model")
+        if key in params:
+            raise FaceReconError(f"--model-param {shown(key)}: given twice")
+        try:
+            params[key] = yaml.load(text, Loader=UniqueKeyLoader)
+        except (yaml.YAMLError, OutOfProportion, RecursionError, ValueError) as exc:
+            problem = getattr(exc, "problem", None) or str(exc).partition("\n")[0]
+            raise FaceReconError(
+                f"model.{key}: not a usable YAML value {shown(text)}: {problem or 'unreadable'}"
+            ) from None
+    return params
+
+
 @main.command()
-@click.argument("model", default="dlib-resnet")
+@click.argument("model", required=False)
+@_model_options
 @_friendly
-def layers(model: str) -> None:
-    """List the layers of MODEL that regularizers can tap, with their shapes."""
+def layers(model: str | None, model_option: str | None, model_params: tuple[str, ...]) -> None:
+    """List the layers of MODEL (default dlib-resnet) that regularizers can tap, with their
+    shapes."""
     from facerecon import api, console
 
-    out().print(console.layers_table(model, api.layers(model)))
+    name = _model_choice(model, model_option)
+    out().print(console.layers_table(name, api.layers(name, **_model_params(model_params))))
 
 
 @main.command()
 @click.argument("photo", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(), help="Where to write the .npy.")
-@click.option("--model", default="dlib-resnet", show_default=True)
+@_model_options
 @click.option("--no-align", is_flag=True, help="The photo is already a tight face crop.")
 @_friendly
-def embed(photo: str, output: str, model: str, no_align: bool) -> None:
-    """Write the embedding of the face in PHOTO to an .npy file."""
+def embed(
+    photo: str,
+    output: str,
+    model_option: str | None,
+    model_params: tuple[str, ...],
+    no_align: bool,
+) -> None:
+    """Write the embedding of the face in PHOTO by --model (default dlib-resnet) to an .npy
+    file."""
     from facerecon import api
 
-    embedding, note = api.embed(photo, output, model_name=model, align=not no_align)
+    embedding, note = api.embed(
+        photo,
+        output,
+        model_name=_model_choice(None, model_option),
+        align=not no_align,
+        model_params=_model_params(model_params),
+    )
     err.print(
         f"{photo}: {note}; {embedding.shape[0]}-d embedding, norm "
         f"{float((embedding**2).sum() ** 0.5):.4f} -> {output}"
@@ -256,7 +378,12 @@ def ui(host: str, port: int) -> None:
 
 
 @main.command()
-@click.option("-g", "--generator", required=True, help="MLflow model URI (runs:/RUN/generator).")
+@click.option(
+    "-g",
+    "--generator",
+    required=True,
+    help="MLflow model URI (runs:/RUN/generator), a model folder, or builtin:NAME (shipped).",
+)
 @click.option("--embedding", type=click.Path(), help="An .npy of one (D,) or many (N, D).")
 @click.option("--photo", type=click.Path(), help="Or a photo whose face is embedded first.")
 @click.option("--guide", help="The guide image (guided generators only).")
@@ -403,7 +530,8 @@ def _attack(spec: str, collection: list[str], no_track: bool, options: dict) -> 
 
 
 @main.command()
-@click.argument("model")
+@click.argument("model", required=False)
+@_model_options
 @click.option(
     "--photos",
     multiple=True,
@@ -414,8 +542,15 @@ def _attack(spec: str, collection: list[str], no_track: bool, options: dict) -> 
 )
 @click.option("-o", "--output", type=click.Path(), help="Write the calibration JSON here.")
 @_friendly
-def calibrate(model: str, photos: tuple[str, ...], output: str | None) -> None:
-    """Calibrate MODEL's cosine thresholds at false-match rates 1e-2 and 1e-3."""
+def calibrate(
+    model: str | None,
+    model_option: str | None,
+    model_params: tuple[str, ...],
+    photos: tuple[str, ...],
+    output: str | None,
+) -> None:
+    """Calibrate MODEL's (or --model's) cosine thresholds at false-match rates 1e-2 and
+    1e-3."""
     import time
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -423,13 +558,18 @@ def calibrate(model: str, photos: tuple[str, ...], output: str | None) -> None:
     from facerecon import api, console
     from facerecon.judges import calibration
 
+    model = _model_choice(model, model_option, default=None)
+    params = _model_params(model_params)
+    api.model(model, **params)  # a bad name or parameter before any photo is read
     collection = calibration.collect(photos)
     started = time.perf_counter()
     with Progress(
         "embedding", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
     ) as progress:
         task = progress.add_task("", total=len(collection))
-        record = api.calibrate(model, photos, step=lambda: progress.advance(task))
+        record = api.calibrate(
+            model, photos, step=lambda: progress.advance(task), model_params=params
+        )
     out().print(console.calibration_table(model, record))
     impostor, genuine = record["impostor"], record["genuine"]
     err.print(

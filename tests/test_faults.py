@@ -335,3 +335,374 @@ def test_facerecon_experiments_open_in_the_model_training_view(store):
     api.run(validate(SPEC))
     experiment = MlflowClient(store).get_experiment_by_name("faults")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+# ---- a full disk, a read-only checkout, a damaged cache, a killed run -------------------
+
+#: a child ``facerecon`` command line with the tiny model; FILL_THE_DISK fills the working
+#: folder's disk at step 1, NO_LOADING exits 3 if the run gets as far as loading the model,
+#: HEARTBEAT_SECONDS sets the tracking heartbeat's period
+CHILD = """
+import os, sys
+from facerecon import hookimpl
+from facerecon.core.registry import plugin_manager
+from facerecon.engine import runner
+from facerecon.tracking import runs
+from tests import tiny_model
+
+class FillTheDisk:
+    @hookimpl
+    def after_step(self, context, step):
+        if step.step == 1:  # another job takes the last byte of the working folder's disk
+            try:
+                with open("filler", "wb", buffering=0) as f:
+                    while True:
+                        f.write(bytes(2**14))
+            except OSError:
+                pass
+
+pm = plugin_manager()
+pm.register(tiny_model, name="tests.tiny")
+if os.environ.get("FILL_THE_DISK"):
+    pm.register(FillTheDisk())
+if os.environ.get("NO_LOADING"):
+    def no_loading(*args, **kwargs):
+        print("the model was loaded", flush=True)
+        os._exit(3)
+    runner.prepare = no_loading
+if os.environ.get("HEARTBEAT_SECONDS"):
+    runs.HEARTBEAT_SECONDS = float(os.environ["HEARTBEAT_SECONDS"])
+from facerecon.cli import main
+main(sys.argv[1:])
+"""
+
+
+def _child_env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return {**env, **extra}
+
+
+def _namespaces_allowed() -> bool:
+    """Whether this machine lets a process mount in a user and mount namespace of its own
+    (its mounts are private to it and vanish with it)."""
+    import shutil
+    import tempfile
+
+    if shutil.which("unshare") is None:
+        return False
+    with tempfile.TemporaryDirectory() as folder:
+        probe = subprocess.run(
+            ["unshare", "-Urm", "mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", folder],
+            capture_output=True,
+            timeout=30,
+        )
+    return probe.returncode == 0
+
+
+needs_namespaces = pytest.mark.skipif(
+    not _namespaces_allowed(), reason="no user and mount namespaces here (unshare -Urm)"
+)
+
+
+def _in_namespace(mounts: str, work: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    """``python -c CHILD ARGS`` in ``work`` after the shell lines ``mounts``, in a mount
+    namespace of its own; afterwards ``work``'s ``mlruns`` and ``unsaved-runs`` are copied
+    to ``work``-out (a tmpfs vanishes with its namespace)."""
+    out = work.with_name(work.name + "-out")
+    out.mkdir()
+    script = (
+        f'{mounts}\ncd "$WORK" || exit 99\n"$PY" -c "$CHILD" "$@"; rc=$?\n'
+        'for d in mlruns unsaved-runs; do [ -e "$d" ] && cp -a "$d" "$OUT/"; done\nexit $rc\n'
+    )
+    env = {**env, "WORK": str(work), "OUT": str(out), "PY": sys.executable, "CHILD": CHILD}
+    return subprocess.run(
+        ["unshare", "-Urm", "sh", "-c", script, "sh", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _empty_or_broken_files(folder: Path) -> list[str]:
+    """Files a full disk left behind: empty ones (not the store's lock), half-written
+    PNGs (PIL cannot read them), and temporary ``.partial`` names."""
+    from PIL import Image
+
+    bad = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if path.suffix == ".lock" or path.name == "mlflow.db":
+            continue
+        if path.stat().st_size == 0 or ".partial" in path.name:
+            bad.append(str(path))
+        elif path.suffix in (".png", ".webp"):
+            try:
+                with Image.open(path) as image:
+                    image.load()
+            except OSError:
+                bad.append(str(path))
+    return bad
+
+
+FULL_DISK_STEPS = 6
+
+
+@needs_namespaces
+@pytest.mark.parametrize(
+    ("database", "filled"),
+    [("elsewhere", "at step 1"), ("here", "at step 1"), ("elsewhere", "before the run")],
+)
+def test_a_full_disk_ends_the_run_in_one_line_and_leaves_no_empty_files(tmp_path, database, filled):
+    """The working folder is a 4 MB tmpfs that another job fills, at step 1 or before the
+    run. The store's database is elsewhere (its artifacts and unsaved-runs/ are here), or
+    here too, as in the quickstart: then nothing can end the run until there is space."""
+    work = tmp_path / "work"
+    work.mkdir()
+    spec = {**SPEC, "solver": {"name": "adam", "steps": FULL_DISK_STEPS}}
+    uri = {"elsewhere": f"sqlite:///{tmp_path}/store/mlflow.db", "here": None}[database]
+    mounts = 'mount -t tmpfs -o size=4m tmpfs "$WORK" || exit 98\n'
+    mounts += f'cp "{write(tmp_path, spec)}" "$WORK/spec.yaml"\n'
+    if filled == "before the run":
+        mounts += 'dd if=/dev/zero of="$WORK/filler" bs=16k 2>/dev/null\n'
+    env = {"FILL_THE_DISK": "1"} if filled == "at step 1" else {}
+    done = _in_namespace(
+        mounts,
+        work,
+        _child_env(**env, **({"MLFLOW_TRACKING_URI": uri} if uri else {})),
+        "run",
+        "spec.yaml",
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    (line,) = errors(done.stderr)
+    assert f"no space left on {work};" in line and "free some space" in line, line
+    saved = work.with_name("work-out")
+    assert _empty_or_broken_files(saved) == []
+    if uri is None:  # the store's own disk is full: the line says how to end the run later
+        assert "could not be ended" in line and "facerecon runs --end-stale" in line, line
+        _, run = only_run(f"sqlite:///{saved}/mlruns/mlflow.db")
+        assert run.info.status == "RUNNING"
+        assert run.info.run_id in line
+        return
+    client, run = only_run(uri)
+    assert run.info.status == "FAILED"
+    assert "no space left on" in run.data.tags["facerecon.error"].lower()
+    history = client.get_metric_history(run.info.run_id, "distance")
+    if filled == "before the run":  # its spec could not be stored: it stops at step 0
+        assert history == []
+        return
+    assert "is ended FAILED" in line, line
+    # the metrics do not depend on the full disk: every step's are in the store
+    assert [m.step for m in history] == list(range(FULL_DISK_STEPS))
+
+
+def test_a_disk_full_at_the_artifacts_ends_the_run_first(tmp_path, store):
+    """The same in this process: from step 1 every file opened for writing in the working
+    folder is made, but no byte can be written to it (ENOSPC), as on a full disk."""
+    import builtins
+    import errno
+    import shutil
+
+    from facerecon import hookimpl
+    from facerecon.core.registry import plugin_manager
+
+    real_open = builtins.open
+    root = tmp_path.resolve()
+
+    class Full:
+        def __init__(self, file):
+            self._file = file
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self._file, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._file.close()
+
+        def __iter__(self):
+            return iter(self._file)
+
+    def full_open(file, mode="r", *args, **kwargs):
+        opened = real_open(file, mode, *args, **kwargs)
+        writes = any(c in mode for c in "wax+")
+        if (
+            writes
+            and isinstance(file, str | os.PathLike)
+            and Path(file).resolve().is_relative_to(root)
+        ):
+            return Full(opened)
+        return opened
+
+    class FillTheDisk:
+        @hookimpl
+        def after_step(self, context, step):
+            if step.step == 1:
+                full.setattr(builtins, "open", full_open)
+                full.setattr(shutil, "_USE_CP_SENDFILE", False)  # copies write through open
+
+    pm = plugin_manager()
+    filler = FillTheDisk()
+    pm.register(filler)
+    spec = {**SPEC, "solver": {"name": "adam", "steps": FULL_DISK_STEPS}}
+    try:
+        with pytest.MonkeyPatch.context() as full:
+            result = CliRunner().invoke(main, ["run", write(tmp_path, spec)])
+    finally:
+        pm.unregister(filler)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    (line,) = errors(result.output)
+    assert "no space left on " in line, line
+    client, run = only_run(store)
+    assert run.info.status == "FAILED"
+    assert "No space left on device" in run.data.tags["facerecon.error"]
+    history = client.get_metric_history(run.info.run_id, "distance")
+    assert [m.step for m in history] == list(range(FULL_DISK_STEPS))
+    assert _empty_or_broken_files(tmp_path) == []
+
+
+@needs_namespaces
+@pytest.mark.parametrize("store_made", [True, False], ids=["store-made", "no-mlruns"])
+def test_a_read_only_checkout_is_refused_before_loading(tmp_path, store_made):
+    """The quickstart in a checkout mounted read-only, with the default store (made by an
+    earlier run, or not yet)."""
+    work = tmp_path / "work"
+    (work / "mlruns").mkdir(parents=True)
+    if store_made:
+        tracking.client(f"sqlite:///{work}/mlruns/mlflow.db")
+    else:
+        (work / "mlruns").rmdir()
+    (work / "spec.yaml").write_text(yaml.safe_dump(SPEC))
+    done = _in_namespace(
+        'mount --bind "$WORK" "$WORK" && mount -o remount,bind,ro "$WORK" || exit 98',
+        work,
+        _child_env(NO_LOADING="1"),
+        "run",
+        "spec.yaml",
+    )
+    assert "the model was loaded" not in done.stdout
+    assert done.returncode == 1, (done.returncode, done.stderr[-3000:])
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    (line,) = errors(done.stderr)
+    assert "mlruns" in line and "MLFLOW_TRACKING_URI" in line and "--no-track" in line, line
+    assert "Read-only file system" in line, line
+
+
+def test_a_damaged_cache_file_is_computed_again_and_replaced(tmp_path, monkeypatch):
+    from facerecon.core import cache
+
+    monkeypatch.setenv("FACERECON_CACHE_DIR", str(tmp_path))
+    rng = np.random.default_rng(7)
+    want = {"embeddings": rng.standard_normal((50, 16)), "images": np.arange(50)}
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {k: v.copy() for k, v in want.items()}
+
+    cache.cached_arrays("neighbours", "tiny", "key", compute)
+    (stored,) = (tmp_path / "neighbours").glob("*.npz")
+    whole = stored.read_bytes()
+    for damaged in (whole[: len(whole) // 2], b"", b"not a zip at all", whole[:-30]):
+        stored.write_bytes(damaged)
+        before = len(calls)
+        with pytest.warns(UserWarning, match=f"{stored}.*computed again"):
+            got = cache.cached_arrays("neighbours", "tiny", "key", compute)
+        assert len(calls) == before + 1
+        assert set(got) == set(want) and all(np.array_equal(got[k], want[k]) for k in want)
+        with np.load(stored) as replaced:  # the file is whole again: read as numpy reads it
+            assert all(np.array_equal(replaced[k], want[k]) for k in want)
+    assert sorted(p.name for p in (tmp_path / "neighbours").iterdir()) == [stored.name]
+
+    table = rng.standard_normal((8, 16)).astype(np.float32)
+    cache.cached_array("attack", "tiny", "key", lambda: table)
+    (single,) = (tmp_path / "attack").glob("*.npy")
+    single.write_bytes(single.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="computed again"):
+        got = cache.cached_array("attack", "tiny", "key", lambda: table.copy())
+    assert np.array_equal(got, table) and np.array_equal(np.load(single), table)
+
+
+LONG = {
+    **SPEC,
+    "solver": {"name": "adam", "steps": 10_000_000},
+    "tracking": {"experiment": "faults", "image_every": 100_000, "images": "final"},
+}
+
+
+def _wait_for_metrics(client, names: set[str], procs, deadline: float) -> dict[str, str]:
+    """{run name: run id} once every run named has logged its first distance."""
+    experiment = None
+    while time.monotonic() < deadline:
+        for p in procs:
+            assert p.poll() is None, p.stderr.read()[-3000:]
+        experiment = experiment or client.get_experiment_by_name("faults")
+        if experiment is not None:
+            found = {
+                r.info.run_name: r.info.run_id
+                for r in client.search_runs([experiment.experiment_id])
+                if "distance" in r.data.metrics
+            }
+            if names <= set(found):
+                return found
+        time.sleep(0.5)
+    raise AssertionError("the runs did not start")
+
+
+def test_a_killed_run_is_reported_stale_and_ended_by_runs_end_stale(tmp_path, store, monkeypatch):
+    from facerecon.tracking import runs
+
+    procs = {}
+    for name in ("killed", "alive"):
+        spec = {**LONG, "tracking": {**LONG["tracking"], "run_name": name}}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(spec))
+        procs[name] = subprocess.Popen(
+            [sys.executable, "-c", CHILD, "run", f"{name}.yaml"],
+            cwd=tmp_path,
+            env=_child_env(MLFLOW_TRACKING_URI=store, HEARTBEAT_SECONDS="0.5"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    try:
+        client = MlflowClient(store)
+        ids = _wait_for_metrics(client, set(procs), list(procs.values()), time.monotonic() + 180)
+        procs["killed"].kill()  # kill -9: no hook, no handler runs
+        procs["killed"].wait(timeout=30)
+        bound = 8.0
+        monkeypatch.setattr(runs, "STALE_SECONDS", bound, raising=False)
+        time.sleep(bound + 2)  # both started longer ago than the bound; one still beats
+        assert client.get_run(ids["killed"]).info.status == "RUNNING"  # as kill -9 left it
+
+        made = api.report("faults", tmp_path / "report", log=False)
+        status = {row["run"]: row["status"] for row in made.rows}
+        assert status == {"killed": "stale", "alive": "RUNNING"}, status
+        assert "stale" in (tmp_path / "report" / "table.md").read_text()
+
+        listed = CliRunner().invoke(main, ["runs", "faults", "--stale-after", str(bound / 60)])
+        assert listed.exit_code == 0, listed.output
+        assert client.get_run(ids["killed"]).info.status == "RUNNING"  # listing ends nothing
+        lines = {name: ln for ln in listed.output.splitlines() for name in ids if name in ln}
+        assert "stale" in lines["killed"] and "stale" not in lines["alive"], listed.output
+
+        ended = CliRunner().invoke(
+            main, ["runs", "faults", "--end-stale", "--stale-after", str(bound / 60)]
+        )
+        assert ended.exit_code == 0, ended.output
+        killed, alive = client.get_run(ids["killed"]), client.get_run(ids["alive"])
+        assert killed.info.status == "KILLED" and killed.info.end_time is not None
+        assert "stale" in killed.data.tags["facerecon.error"]
+        assert alive.info.status == "RUNNING"
+        assert procs["alive"].poll() is None  # and its process goes on
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+            p.wait(timeout=30)

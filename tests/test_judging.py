@@ -34,6 +34,7 @@ class JudgeModel(TinyModel):
 
     name = "tiny-judge"
     thresholds = {"1e-2": 0.3, "1e-3": 0.9}
+    default_judge = True
 
     def network(self) -> keras.Model:
         if not hasattr(self, "_net"):
@@ -88,6 +89,7 @@ class Probe(TinyModel):
 class Missing(TinyModel):
     name = "tiny-missing"
     thresholds = {"1e-2": 0.5}
+    default_judge = True
 
     @classmethod
     def available(cls) -> str | None:
@@ -533,7 +535,11 @@ def test_the_default_judges_are_the_available_calibrated_models(judges):
         ),
         reg,
     )
-    calibrated = [n for n in reg.names("model") if reg.get("model", n).thresholds]
+    calibrated = [
+        n
+        for n in reg.names("model")
+        if reg.get("model", n).thresholds and reg.get("model", n).default_judge
+    ]
     assert "tiny-judge" in chosen and "tiny" not in chosen
     assert skipped == {"tiny-missing": "its weights are not fetched (test)"}
     assert sorted([*chosen, *skipped]) == sorted(calibrated)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,17 +24,36 @@ def _cached(folder: str, name: str, key: str, suffix: str, load, save, compute):
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     path = cache_dir(folder) / f"{name}-{digest}{suffix}"
     if path.is_file():
-        return load(path)
+        try:
+            return load(path)
+        except Exception as error:  # truncated, emptied, overwritten: whatever the damage
+            why = f"{type(error).__name__}: {error}".splitlines()[0][:200]
+            warnings.warn(
+                f"cache file {path} is damaged ({why}); computed again and replaced",
+                stacklevel=3,
+            )
     value = compute()
     partial = path.with_suffix(f".{os.getpid()}{suffix}")
-    save(partial, value)
-    partial.replace(path)  # whole or absent: concurrent runs never read half a file
+    try:
+        save(partial, value)
+        partial.replace(path)  # whole or absent: concurrent runs never read half a file
+    except OSError as error:  # a full or read-only cache costs the computation next time
+        partial.unlink(missing_ok=True)
+        warnings.warn(
+            f"cannot keep {path} in the cache ({error.strerror or error}); it is computed "
+            "again next time",
+            stacklevel=3,
+        )
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     return value
 
 
 def cached_array(folder: str, name: str, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
     """``compute()``, kept as ``<folder>/<name>-<hash of key>.npy`` in the cache and read
-    from there next time; ``key`` must name everything the array depends on."""
+    from there next time; ``key`` must name everything the array depends on. A damaged
+    cache file is computed again and replaced (with a warning)."""
     return _cached(folder, name, key, ".npy", np.load, np.save, compute)
 
 

@@ -175,7 +175,9 @@ def _plugin_refs(raw: dict[str, Any]) -> list[tuple[tuple[Any, ...], str, Any]]:
     return refs
 
 
-def _check_plugin(loc: tuple[Any, ...], kind: str, entry: Any, reg: Registry) -> list[str]:
+def check_plugin(loc: tuple[Any, ...], kind: str, entry: Any, reg: Registry) -> list[str]:
+    """The problems of one plugin entry (``{name: ..., **params}``) at key path ``loc``: an
+    unknown name or parameter, or a bad value, each one line with the valid choices."""
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
         return []  # the host model reports the shape problem
     name = entry["name"]
@@ -208,7 +210,7 @@ def validate(raw: Any, *, base_dir: Path = Path("."), reg: Registry | None = Non
         problems += [_format(e, (), Spec) for e in exc.errors()]
     problems += _check_name(raw)
     for loc, kind, entry in _plugin_refs(raw):
-        problems += _check_plugin(loc, kind, entry, reg)
+        problems += check_plugin(loc, kind, entry, reg)
     if spec is not None and not spec.guides:
         for i, r in enumerate(spec.loss.regularizers):
             if r.name == "guide":
@@ -475,7 +477,7 @@ EXPANDED_LIMIT = 100_000
 EXPANSION = 10
 
 
-class _OutOfProportion(Exception):
+class OutOfProportion(Exception):
     """A spec whose aliases expand it far beyond what is written, or refer to themselves."""
 
 
@@ -505,7 +507,7 @@ def _expanded(root: yaml.Node) -> tuple[int, int]:
         stack.append((node, True))
         for child in children(node):
             if id(child) in open_:
-                raise _OutOfProportion(
+                raise OutOfProportion(
                     f"line {child.start_mark.line + 1}: an alias refers to itself (its "
                     "value would be infinite); write the value out"
                 )
@@ -514,7 +516,7 @@ def _expanded(root: yaml.Node) -> tuple[int, int]:
     return len(sizes), sizes[id(root)]
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class UniqueKeyLoader(yaml.SafeLoader):
     """Safe loading that refuses a key given twice in one mapping (YAML keeps the last),
     and aliases that expand the spec out of proportion (checked before any value is made)."""
 
@@ -523,7 +525,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         if node is not None:
             written, expanded = _expanded(node)
             if expanded > EXPANDED_LIMIT and expanded > EXPANSION * written:
-                raise _OutOfProportion(
+                raise OutOfProportion(
                     f"its aliases expand {written} written values to {expanded} (the limit "
                     f"is {EXPANDED_LIMIT}, or {EXPANSION}x the values written); write the "
                     "values out or use fewer aliases"
@@ -555,7 +557,7 @@ def load(path: str | Path, *, reg: Registry | None = None) -> Spec:
     """Read a YAML spec file (safe loading only) and validate it."""
     path = Path(path)
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)
     except FileNotFoundError:
         raise FaceReconError(f"{path}: spec file not found") from None
     except IsADirectoryError:
@@ -568,7 +570,7 @@ def load(path: str | Path, *, reg: Registry | None = None) -> Spec:
         ) from None
     except OSError as exc:
         raise FaceReconError(f"{path}: spec file not readable ({exc.strerror})") from None
-    except _OutOfProportion as exc:
+    except OutOfProportion as exc:
         raise FaceReconError(f"{path}: {exc}") from None
     except RecursionError:
         raise FaceReconError(f"{path}: not a usable spec: nested too deeply") from None

@@ -15,6 +15,7 @@ from facerecon.core.errors import FaceReconError, did_you_mean
 from facerecon.evaluation.attack_report import tables
 from facerecon.evaluation.tables import markdown
 from facerecon.faces.panels import labelled_grid
+from facerecon.tracking import runs as tracking_runs
 from facerecon.tracking.store import client as tracking_client
 from facerecon.tracking.store import tracking_uri
 
@@ -106,7 +107,8 @@ def report(experiment: str, folder: str | Path | None = None, *, log: bool = Tru
     """Gather every run of ``experiment`` (sweep parents and earlier reports excluded) into
     ``figure.png``, ``table.csv`` and ``table.md`` (``targets.csv``/``.md``: one row per
     target and run, with the judges' scores) in ``folder`` (default
-    ``reports/<experiment>``), and log them as a ``report`` run of the experiment."""
+    ``reports/<experiment>``), and log them as a ``report`` run of the experiment. A
+    RUNNING run whose process has stopped beating is shown as ``stale``."""
     import matplotlib.pyplot as plt
 
     client = tracking_client()
@@ -133,12 +135,13 @@ def report(experiment: str, folder: str | Path | None = None, *, log: bool = Tru
     for run in runs:
         metrics = run.data.metrics
         name = run.info.run_name or run.info.run_id
-        images = _kept_images(client, run.info.run_id) if run.info.status == "FINISHED" else []
-        panels.append((name, images or run.info.status))
+        status = tracking_runs.status(run)
+        images = _kept_images(client, run.info.run_id) if status == "FINISHED" else []
+        panels.append((name, images or status))
         rows.append(
             {
                 "run": name,
-                "status": run.info.status,
+                "status": status,
                 "distance": _fmt(metrics.get("final/distance")),
                 "cosine": _fmt(metrics.get("final/cosine")),
                 "total loss": _fmt(metrics.get("loss/total")),

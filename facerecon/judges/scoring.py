@@ -37,13 +37,15 @@ def _photo_chip(
 
 
 def judge_names(spec: Spec, reg: Registry) -> tuple[list[str], dict[str, str]]:
-    """The judge models a spec asks for (or the available default), and what was left out."""
+    """The judge models a spec asks for (any calibrated model), else the default: the
+    available calibrated models marked ``default_judge`` other than the attacked one; and
+    the default judges left out, with why."""
     if spec.judges.models is not None:
         return list(spec.judges.models), {}
     names, skipped = [], {}
     for name in reg.names("model"):
         cls = reg.get("model", name)
-        if name == spec.model.name or not cls.thresholds:
+        if name == spec.model.name or not cls.thresholds or not cls.default_judge:
             continue
         reason = cls.available()
         if reason is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import re
@@ -9,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import urllib.parse
 import warnings
 from collections.abc import Iterator
@@ -34,10 +36,12 @@ TRAINING_VIEW = "workflowType=machine_learning"
 
 
 def tracking_uri() -> str:
-    """The tracking URI in force; creates ``mlruns/`` for the embedded default."""
+    """The tracking URI in force; creates ``mlruns/`` for the embedded default (where it
+    can: :func:`check_store` says why not)."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
     if uri == DEFAULT_URI:
-        Path("mlruns").mkdir(exist_ok=True)
+        with suppress(OSError):
+            Path("mlruns").mkdir(exist_ok=True)
     return uri
 
 
@@ -150,8 +154,11 @@ def check_store(
     ``experiment`` (file and database stores are opened when the run starts). The
     credentials are MLflow's own (``MLFLOW_TRACKING_USERNAME`` and
     ``MLFLOW_TRACKING_PASSWORD``, ``MLFLOW_TRACKING_TOKEN``, ``~/.mlflow/credentials``),
-    read by MLflow's client code; warns once if they would cross the network unencrypted."""
+    read by MLflow's client code; warns once if they would cross the network unencrypted.
+    A sqlite store's folder must be writable (:func:`check_writable`)."""
     uri = uri or tracking_uri()
+    if sqlite_path(uri) is not None:
+        check_writable(uri)
     if not uri.startswith(("http://", "https://")):
         return
     from mlflow.exceptions import MlflowException
@@ -199,6 +206,33 @@ def check_store(
         )
     if experiment and creds.username and not _may_edit(creds, experiment, timeout):
         raise FaceReconError(refusal(uri, 403, creds.username, experiment))
+
+
+def check_writable(uri: str) -> None:
+    """One line, before anything runs, if a sqlite store cannot be written: its folder
+    (where sqlite keeps its journal and facerecon its lock, and the default store its
+    artifacts), the database file, the lock file. A read-only checkout otherwise loads
+    the model, runs a step and then dies on the lock."""
+    path = sqlite_path(uri)
+    if path is None:
+        return
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # os.access says yes to root on a read-only mount: only a write tells
+        with tempfile.TemporaryFile(dir=folder, prefix=".facerecon-check-"):
+            pass
+        for existing in (path, Path(f"{path}.lock")):
+            if existing.exists():
+                with open(existing, "r+b"):  # opened for writing, nothing written
+                    pass
+    except OSError as error:
+        where = Path(error.filename or folder).absolute()
+        raise FaceReconError(
+            f"the run store {uri} cannot be written ({error.strerror}: {where}); set "
+            "MLFLOW_TRACKING_URI to a store you can write (e.g. "
+            "sqlite:////tmp/mlruns/mlflow.db), or run with --no-track"
+        ) from None
 
 
 def _may_edit(creds: Any, experiment: str, timeout: float) -> bool:
@@ -255,6 +289,38 @@ def refused(error: BaseException, experiment: str | None = None) -> FaceReconErr
     from mlflow.utils.credentials import read_mlflow_creds
 
     return FaceReconError(refusal(tracking_uri(), status, read_mlflow_creds().username, experiment))
+
+
+#: what a full disk says here: the OS (ENOSPC; EDQUOT, over quota), and sqlite (SQLITE_FULL)
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_SQLITE_FULL = "database or disk is full"
+
+
+def no_space(error: BaseException | None) -> str | None:
+    """The mount point of the full disk if ``error`` (or an error that caused it) is a
+    local disk's being full: the disk of the file it names (else of the working folder),
+    or of the sqlite store's file; None for any other error (a tracking server's full disk
+    is the server's error)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _FULL_ERRNOS:
+            # a copy (shutil's sendfile) names its source first and its destination second
+            return mount_point(Path(error.filename2 or error.filename or "."))
+        if _SQLITE_FULL in str(error) and (database := sqlite_path(tracking_uri())):
+            return mount_point(database)
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def mount_point(path: Path) -> str:
+    """The mount point of the file system that holds ``path`` (which need not exist)."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    while not os.path.ismount(path):
+        path = path.parent
+    return str(path)
 
 
 def account() -> str:

@@ -5,7 +5,12 @@ queued, so the solver loop never waits for it: the run is created there first (w
 main thread traces and compiles the first step), then metrics are written in batches and
 step images are tiled, encoded and stored as they come. ``after_run`` waits for that queue,
 then stores the final panels and ends the run, so a run is complete when ``api.run``
-returns.
+returns. While the run lives, a heartbeat tag is renewed from its own thread (queued on the
+same worker), so a run whose process was killed can be told from one that is working.
+
+When the store fails after the solve, the run is ended first, then the panels go to
+``unsaved-runs/``; that fallback cannot raise, and a full disk leaves no half-written file
+there or among the run's artifacts.
 """
 
 from __future__ import annotations
@@ -13,9 +18,9 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +65,7 @@ class _Run:
     #: the store's first failure: every later write fails at once with it, rather than
     #: each one spending MLflow's minutes of retries on a store that is gone
     broken: BaseException | None = None
+    heartbeat: runs.Heartbeat | None = None
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
         # Keep only what may still fail: a long run queues thousands of writes.
@@ -74,14 +80,35 @@ class _Run:
         try:
             return fn(*args, **kwargs)
         except BaseException as error:
-            self.broken = error
+            # A full disk fails each write at once, with no retries to save: the metrics
+            # (perhaps in a database on another disk) are still written.
+            if tracking.no_space(error) is None:
+                self.broken = error
             raise
+
+    def beat(self) -> None:
+        """Queue one renewal of the heartbeat tag (from the heartbeat's thread)."""
+        if self.broken is None and self.created.done() and self.created.exception() is None:
+            with suppress(RuntimeError):  # the worker has shut down: the run is ending
+                self.pool.submit(self._write_beat)
+
+    def _write_beat(self) -> None:
+        client, run_id = self.run()
+        client.set_tag(run_id, runs.HEARTBEAT_TAG, runs.heartbeat_now()[runs.HEARTBEAT_TAG])
+
+    def close(self) -> None:
+        """Stop the heartbeat and wait for the worker's last writes."""
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+        self.pool.shutdown(wait=True)
 
     @classmethod
     def start(cls, create: Callable[..., tuple[Any, str]], *args: Any) -> _Run:
-        """A worker thread whose first task, ``create(*args)``, makes the run."""
+        """A worker thread whose first task, ``create(*args)``, makes the run, and the
+        heartbeat that renews the run's tag."""
         state = cls(ThreadPoolExecutor(1, thread_name_prefix="mlflow-tracking"), Future())
         state.created = state.submit(create, *args)
+        state.heartbeat = runs.Heartbeat(state.beat, runs.HEARTBEAT_SECONDS)
         return state
 
     def run(self) -> tuple[Any, str]:
@@ -112,7 +139,7 @@ class _Run:
         client, run_id = self.run()
         with tempfile.TemporaryDirectory() as tmp:
             _write_image_step_files(Path(tmp), "reconstruction", step, grid([list(images)], size))
-            client.log_artifacts(run_id, tmp, "images")
+            _log_artifacts(client, run_id, tmp, "images")
         if not self.tagged_images:  # what makes the UI show its image card
             client.set_tag(run_id, "mlflow.loggedImages", "True")
             self.tagged_images = True
@@ -125,7 +152,7 @@ class _Run:
             for future in pending:
                 future.result()
         finally:
-            self.pool.shutdown(wait=True)
+            self.close()
 
 
 def _state(context: RunContext) -> _Run | None:
@@ -158,8 +185,10 @@ def _with_images(context: RunContext, step: StepInfo) -> dict[str, float]:
 def _client():
     import logging
 
-    # "Creating initial MLflow database tables" is MLflow's business, not the user's.
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    # "Creating initial MLflow database tables" is MLflow's business, not the user's; so are
+    # the tracebacks it logs for a database error it then raises (a full disk's), which
+    # this plugin turns into one line.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     return tracking.client()
 
 
@@ -171,6 +200,7 @@ def _create_run(spec: Spec, tags: dict[str, str], context: RunContext) -> tuple[
     settings = spec.tracking
     client = _client()
     tags["mlflow.user"] = tracking.account()
+    tags |= runs.heartbeat_now()
     if commit := git_commit():
         tags["mlflow.source.git.commit"] = commit
     exp_id = runs.experiment_id(client, settings.experiment)
@@ -219,7 +249,11 @@ def after_step(context: RunContext, step: StepInfo) -> None:
     # No store, or one that refuses this account: stop now rather than after the run. The
     # first step waits for the run's creation (it has had the step's tracing to finish).
     if error := state.failed_to_start(wait=step.step == 0):
-        raise tracking.refused(error, context.spec.tracking.experiment) or error
+        raise (
+            tracking.refused(error, context.spec.tracking.experiment)
+            or _full(context, error)
+            or error
+        )
     now = int(time.time() * 1000)
     metrics = _batch_means(step.terms)
     for key, value in metrics.items():
@@ -236,12 +270,26 @@ def after_step(context: RunContext, step: StepInfo) -> None:
         state.flush()
 
 
+@contextmanager
+def _whole(path: Path) -> Iterator[Path]:
+    """A name beside ``path`` to write to, renamed to ``path`` once written and removed if
+    the write fails: a full disk leaves no empty or half-written file."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        yield partial
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
 def _save_png(path: Path, image: np.ndarray) -> None:
     """PNG at zlib level 1: a quarter of the default level's time for a 7% larger file."""
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path, compress_level=1)
+    with _whole(path) as partial:
+        Image.fromarray(image).save(partial, format="PNG", compress_level=1)
 
 
 def _write_image_step_files(folder: Path, key: str, step: int, image: np.ndarray) -> None:
@@ -259,7 +307,35 @@ def _write_image_step_files(folder: Path, key: str, step: int, image: np.ndarray
     # fastest encoder (a third of the default's time).
     scale = 256 / max(picture.size)
     thumbnail = picture.resize((round(picture.width * scale), round(picture.height * scale)))
-    thumbnail.save(folder / f"{stem}+compressed.webp", method=0)
+    with _whole(folder / f"{stem}+compressed.webp") as partial:
+        thumbnail.save(partial, format="WEBP", method=0)
+
+
+def _log_artifacts(client: Any, run_id: str, folder: str, path: str | None = None) -> None:
+    """``client.log_artifacts``; when it fails with a full disk, the copies it left half
+    made in a local artifact store are removed (the UI would show them as broken images)."""
+    try:
+        client.log_artifacts(run_id, folder, path)
+    except Exception as error:
+        if tracking.no_space(error) is not None:
+            with suppress(Exception):
+                _remove_partial_copies(client.get_run(run_id).info.artifact_uri, folder, path)
+        raise
+
+
+def _remove_partial_copies(artifact_uri: str, folder: str, path: str | None) -> None:
+    """Remove the files under ``artifact_uri``/``path`` whose size differs from their
+    source's in ``folder`` (local artifact stores only)."""
+    import urllib.parse
+
+    parsed = urllib.parse.urlsplit(artifact_uri)
+    if parsed.scheme not in ("", "file"):
+        return
+    root = Path(urllib.parse.unquote(parsed.path), path or "")
+    for source in Path(folder).rglob("*"):
+        copy = root / source.relative_to(folder)
+        if source.is_file() and copy.is_file() and copy.stat().st_size != source.stat().st_size:
+            copy.unlink()
 
 
 def _loss_figure(history: dict[str, list[float]], title: str):
@@ -300,9 +376,10 @@ def _write_panels(folder: Path, state: _Run, context: RunContext, faces: bool = 
     result = context.result
     size = context.model.input_size
     (folder / "plots").mkdir(exist_ok=True)
-    _loss_figure(state.history, context.spec.name).savefig(
-        folder / "plots" / "loss.png", pil_kwargs={"compress_level": 1}
-    )
+    with _whole(folder / "plots" / "loss.png") as partial:
+        _loss_figure(state.history, context.spec.name).savefig(
+            partial, format="png", pil_kwargs={"compress_level": 1}
+        )
     if not faces:
         return
     rows = []
@@ -347,7 +424,7 @@ def _finish(state: _Run, context: RunContext) -> None:
         _write_panels(Path(tmp), state, context, faces=images != "none")
         state.drain()
         client, run_id = state.run()
-        client.log_artifacts(run_id, tmp)
+        _log_artifacts(client, run_id, tmp)
     judged = dict(zip(result.best, result.judges, strict=False))
     table = {
         "candidate": [e.label for e in context.elements],
@@ -374,24 +451,84 @@ def _finish(state: _Run, context: RunContext) -> None:
     client.set_terminated(run_id, "FAILED" if failure else "FINISHED")
 
 
-def _save_locally(state: _Run, context: RunContext, error: BaseException) -> FaceReconError:
+def _save_locally(
+    state: _Run, context: RunContext, error: BaseException, not_ended: str | None = None
+) -> FaceReconError:
     """The store failed after the solve: write the panels to ``unsaved-runs/`` instead, and
-    the one-line error that says where."""
+    return the one-line error that says where, or that nothing could be kept. Never raises:
+    whatever this fails at (a full disk) is said in the line, and leaves no partial file.
+    ``not_ended`` is why the run could not be ended in the store, if it could not."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    folder = (Path("unsaved-runs") / f"{safe_name(context.spec.name)}-{stamp}").resolve()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = (Path("unsaved-runs") / f"{safe_name(context.spec.name)}-{stamp}").absolute()
+    local: Exception | None = None
     try:
-        _write_panels(folder, state, context)
-    except Exception:  # what failed may be the drawing: the kept images alone, then
-        result, size = context.result, context.model.input_size
-        for target, index in enumerate(result.best):
-            image = grid([[result.images[index]]], size)
-            _save_png(folder / "kept" / f"target_{target}.png", image)
-    why = f"{type(error).__name__}: {error}".splitlines()[0][:300]
-    return FaceReconError(
-        f"{context.spec.name}: the run could not be stored in MLflow ({why}); its images "
-        f"are in {folder}"
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            _write_panels(folder, state, context)
+        except Exception:  # what failed may be the drawing: the kept images alone, then
+            result, size = context.result, context.model.input_size
+            for target, index in enumerate(result.best):
+                image = grid([[result.images[index]]], size)
+                _save_png(folder / "kept" / f"target_{target}.png", image)
+    except Exception as failed:
+        local = failed
+    kept = _prune(folder)
+    return FaceReconError(_lost_line(context, error, local, folder if kept else None, not_ended))
+
+
+def _prune(folder: Path) -> bool:
+    """Remove the folders under ``folder`` (and itself) that a failed write left empty;
+    whether any file is left."""
+    with suppress(OSError):
+        for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        if not any(folder.iterdir()):
+            folder.rmdir()
+            with suppress(OSError):
+                folder.parent.rmdir()  # unsaved-runs/ itself, when nothing else is kept there
+    return folder.is_dir()
+
+
+def _why(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}".splitlines()[0][:300]
+
+
+def _lost_line(
+    context: RunContext,
+    error: BaseException,
+    local: BaseException | None,
+    folder: Path | None,
+    not_ended: str | None,
+) -> str:
+    """The one line for a run whose store failed after the solve."""
+    name = context.spec.name
+    full = tracking.no_space(error) or tracking.no_space(local)
+    head = (
+        f"{name}: no space left on {full}"
+        if full
+        else f"{name}: the run could not be stored in MLflow ({_why(error)})"
     )
+    run_id = context.run_id
+    if run_id is None:
+        ended = ""
+    elif not_ended is None:
+        ended = f"; its MLflow run {run_id} is ended FAILED"
+    else:
+        ended = (
+            f"; its MLflow run {run_id} could not be ended ({not_ended}): `facerecon runs "
+            "--end-stale` ends it later"
+        )
+    if folder is None and full:
+        where = "; none of its images could be kept"
+    elif folder is None:
+        where = f"; its images could not be kept either ({_why(local)})" if local else ""
+    elif local is not None:
+        where = f"; the images written before the failure are in {folder}"
+    else:
+        where = f"; its images are in {folder}"
+    again = "; free some space and run it again" if full else ""
+    return head + ended + where + again
 
 
 @hookimpl(wrapper=True)
@@ -404,8 +541,8 @@ def after_run(context: RunContext) -> Generator[None, Any, Any]:
         # run, and RunResult.run_id names it: wait for its creation before any of them.
         _, run_id = state.run()
     except Exception as error:  # no store: the solve is done, keep its images here
-        state.pool.shutdown(wait=True)
-        raise _save_locally(state, context, error) from error
+        not_ended = _end(state, context, error)  # a run made before the creation failed
+        raise _save_locally(state, context, error, not_ended) from error
     context.run_id = context.result.run_id = run_id
     try:
         outcome = yield
@@ -415,14 +552,11 @@ def after_run(context: RunContext) -> Generator[None, Any, Any]:
     try:
         _finish(state, context)
     except Exception as error:
-        from mlflow.exceptions import MlflowException
-
-        if isinstance(error, MlflowException):  # the store itself failed (after retries)
-            state.broken = state.broken or error
-        saved = _save_locally(state, context, error)
-        with suppress(Exception):  # ending the run FAILED is worth a try, not a traceback
-            _end(state, context, error)
-        raise saved from error
+        # The store, or the disk, failed: one quick try to end the run, no more writes;
+        # and the run is ended before anything else is tried, so it is never left RUNNING.
+        state.broken = state.broken or error
+        not_ended = _end(state, context, error)
+        raise _save_locally(state, context, error, not_ended) from error
     return outcome
 
 
@@ -430,34 +564,64 @@ def after_run(context: RunContext) -> Generator[None, Any, Any]:
 def on_error(context: RunContext, error: BaseException) -> None:
     state = _state(context)
     if state is not None:
-        _end(state, context, error)
+        _end(state, context, error)  # the run's own error is the one to tell
 
 
-def _end(state: _Run, context: RunContext, error: BaseException) -> None:
-    """Keep what the run made so far, and end it FAILED (KILLED on Ctrl-C) with the reason."""
-    if state.created.exception() is not None:  # waits for the creation; no run, nothing to end
-        state.pool.shutdown(wait=True)
-        return
-    client, run_id = state.run()
-    context.run_id = run_id
+def _end(state: _Run, context: RunContext, error: BaseException) -> str | None:
+    """Keep what the run made so far, and end it FAILED (KILLED on Ctrl-C) with the reason;
+    never raises: None once ended (or when there is no run), else why it could not be."""
     reason = f"{type(error).__name__}: {error}"[:5000]
     status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-    if state.broken is not None:  # the store failed: one quick try to end the run, no more
-        state.pool.shutdown(wait=True)
-        with _quick_requests():
-            client.set_tag(run_id, "facerecon.error", reason)
-            client.set_terminated(run_id, status)
-        return
+    if state.created.exception() is not None:  # waits for the creation
+        state.close()
+        if context.run_id is None:  # no run, nothing to end
+            return None
+        # made, but what followed (its spec, its params) failed: end it all the same
+        return _tag_and_end(tracking.client, context.run_id, reason, status, quick=True)
+    client, run_id = state.run()
+    context.run_id = run_id
+    quick = state.broken is not None
     try:
-        state.drain()
-        if state.last_images is not None and context.spec.tracking.images != "none":
-            images = state.last_images.images_numpy()
-            client.log_image(
-                run_id, grid([list(images)], context.model.input_size), artifact_file="last.png"
-            )
-    finally:
-        client.set_tag(run_id, "facerecon.error", reason)
-        client.set_terminated(run_id, status)
+        if not quick:
+            state.drain()
+            if state.last_images is not None and context.spec.tracking.images != "none":
+                images = state.last_images.images_numpy()
+                client.log_image(
+                    run_id,
+                    grid([list(images)], context.model.input_size),
+                    artifact_file="last.png",
+                )
+    except Exception as failed:  # e.g. a full disk: the run is ended all the same
+        state.broken, quick = failed, True
+    finally:  # a second Ctrl-C while the writes finish still ends the run
+        state.close()
+        not_ended = _tag_and_end(lambda: client, run_id, reason, status, quick=quick)
+    return not_ended
+
+
+def _tag_and_end(
+    client: Callable[[], Any], run_id: str, reason: str, status: str, quick: bool
+) -> str | None:
+    """Tag the run's error and end it (``quick``: one try without MLflow's retries, on a
+    store that failed); None once ended, else the store's error."""
+    try:
+        with _quick_requests() if quick else nullcontext():
+            made = client()
+            made.set_tag(run_id, "facerecon.error", reason)
+            made.set_terminated(run_id, status)
+    except Exception as failed:
+        return _why(failed)
+    return None
+
+
+def _full(context: RunContext, error: BaseException) -> FaceReconError | None:
+    """The one line for a run whose start met a full disk; None for other errors."""
+    full = tracking.no_space(error)
+    if full is None:
+        return None
+    return FaceReconError(
+        f"{context.spec.name}: no space left on {full}; free some space and run it again"
+    )
 
 
 @contextmanager
@@ -490,19 +654,27 @@ def before_sweep(sweep) -> None:
         "facerecon.sweep": str(len(sweep.variants)),
         "facerecon.version": facerecon.__version__,
         "mlflow.user": tracking.account(),
+        **runs.heartbeat_now(),
         **sweep.tags,
     }
     if resumed := sweep.run_id:  # the sweep goes on in its old run
         client.update_run(resumed, status="RUNNING")
         client.set_tag(resumed, "facerecon.sweep", tags["facerecon.sweep"])
-        return
-    try:
-        exp_id = runs.experiment_id(client, tracking_spec.experiment)
-        run = client.create_run(exp_id, run_name=f"{sweep.spec.name} (sweep)", tags=tags)
-    except Exception as error:  # the server refuses this account: one line, no variant runs
-        raise tracking.refused(error, tracking_spec.experiment) or error from None
-    sweep.run_id = run.info.run_id
-    client.log_dict(run.info.run_id, sweep.spec.resolved(), "spec.yaml")
+        client.set_tag(resumed, runs.HEARTBEAT_TAG, tags[runs.HEARTBEAT_TAG])
+    else:
+        try:
+            exp_id = runs.experiment_id(client, tracking_spec.experiment)
+            run = client.create_run(exp_id, run_name=f"{sweep.spec.name} (sweep)", tags=tags)
+        except Exception as error:  # the server refuses this account: one line, no variants
+            raise tracking.refused(error, tracking_spec.experiment) or error from None
+        sweep.run_id = run.info.run_id
+        client.log_dict(run.info.run_id, sweep.spec.resolved(), "spec.yaml")
+    run_id = sweep.run_id
+
+    def beat() -> None:  # the parent's own: its variants beat in their workers
+        client.set_tag(run_id, runs.HEARTBEAT_TAG, runs.heartbeat_now()[runs.HEARTBEAT_TAG])
+
+    sweep.extras["_mlflow_heartbeat"] = runs.Heartbeat(beat, runs.HEARTBEAT_SECONDS)
 
 
 def _settle_children(client, sweep, parent: str) -> None:
@@ -545,6 +717,8 @@ def after_sweep(sweep) -> None:
     run_id = sweep.run_id
     if run_id is None:
         return
+    if heartbeat := sweep.extras.pop("_mlflow_heartbeat", None):
+        heartbeat.stop()
     import matplotlib.pyplot as plt
 
     client = _client()

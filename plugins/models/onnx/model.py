@@ -115,6 +115,8 @@ class Onnx(FaceModel):
                 f"{path}: input {info.name!r} has shape {dims}; facerecon's onnx models take "
                 "NCHW images with 3 channels"
             )
+        # exports for one image often write the batch of 1 into their reshapes
+        self._one_image = dims[0] == 1
         height, width = dims[2], dims[3]
         size = self.params.input_size or height or width
         if size is None:
@@ -157,7 +159,7 @@ class Onnx(FaceModel):
             bgr = p.channels == "bgr"
             self._network = network.build(
                 self._graph, self.input_size, self.output, self._taps(), bgr,
-                _three(p.mean), _three(p.std), self.name,
+                _three(p.mean), _three(p.std), self.name, self._one_image,
             )  # fmt: skip
         return self._network
 

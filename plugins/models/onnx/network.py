@@ -35,16 +35,26 @@ class Preprocess(keras.layers.Layer):
 
 
 class GraphOutputs(keras.layers.Layer):
-    """The graph from its input node to several nodes at once, as a list."""
+    """The graph from its input node to several nodes at once, as a list; ``per_image``:
+    run image by image, for a graph made for a batch of one."""
 
-    def __init__(self, graph: OnnxGraph, feed: str, outputs: Sequence[str], **kwargs) -> None:
+    def __init__(
+        self, graph: OnnxGraph, feed: str, outputs: Sequence[str], per_image: bool, **kwargs
+    ) -> None:
         super().__init__(trainable=False, **kwargs)
         self.graph, self.feed, self.outputs_ = graph, feed, list(outputs)
+        self.per_image = per_image
         for node in self.outputs_:
             graph.check_stretch(feed, node)
 
     def call(self, inputs: tf.Tensor) -> list[tf.Tensor]:
-        return self.graph.run({self.feed: inputs}, self.outputs_)
+        if not self.per_image:
+            return self.graph.run({self.feed: inputs}, self.outputs_)
+
+        def one(image: tf.Tensor) -> list[tf.Tensor]:
+            return [v[0] for v in self.graph.run({self.feed: image[None]}, self.outputs_)]
+
+        return tf.map_fn(one, inputs, fn_output_signature=[inputs.dtype] * len(self.outputs_))
 
 
 class Last(keras.layers.Layer):
@@ -64,18 +74,21 @@ def build(
     mean: Sequence[float],
     std: Sequence[float],
     name: str,
+    per_image: bool = False,
 ) -> keras.Model:
     """The functional model: (N, S, S, 3) RGB [0, 1] to the ``output`` tensor (flattened to
-    (N, D)); each of ``taps`` a layer named by :func:`layer_name`."""
+    (N, D)); each of ``taps`` a layer named by :func:`layer_name`. ``per_image``: the graph
+    is made for a batch of one (its reshapes may write the 1 out) and sees one image at a
+    time."""
     (feed,) = graph.parameters
     image = keras.Input((input_size, input_size, 3), name="image", dtype="float32")
     x = Preprocess(bgr, mean, std, name="preprocess")(image)
-    if not taps:
+    if not taps and not per_image:
         out = GraphLayer(graph, feed, graph.tensor(output), name="graph")(x)
         outputs = [out]
     else:
         nodes = [graph.tensor(t) for t in (*taps, output)]
-        values = GraphOutputs(graph, feed, nodes, name="graph")(x)
+        values = GraphOutputs(graph, feed, nodes, per_image, name="graph")(x)
         named = [
             keras.layers.Identity(name=layer_name(tensor))(value)
             for tensor, value in zip(taps, values[:-1], strict=True)

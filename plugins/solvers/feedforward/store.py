@@ -16,6 +16,27 @@ from .generator import Generator, GeneratorConfig
 
 ARTIFACT_PATH = "generator"
 METADATA_KEY = "facerecon_generator"
+#: generators that ship with facerecon, each an MLflow model folder: ``-g builtin:NAME``
+SHIPPED = Path(__file__).with_name("shipped")
+
+
+def shipped() -> list[str]:
+    """The names of the generators that ship (``builtin:NAME``)."""
+    if not SHIPPED.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED.iterdir() if (p / "MLmodel").is_file())
+
+
+def _resolve(uri: str) -> str:
+    """A ``builtin:NAME`` URI as its folder; any other URI as it is."""
+    if not uri.startswith("builtin:"):
+        return uri
+    name = uri.removeprefix("builtin:")
+    if name not in shipped():
+        raise FaceReconError(
+            f"{uri}: no such shipped generator; choose from {', '.join(shipped()) or 'none'}"
+        )
+    return str(SHIPPED / name)
 
 
 def example_inputs(config: GeneratorConfig, n: int = 2) -> dict[str, np.ndarray]:
@@ -46,7 +67,8 @@ def save(generator: Generator, path: str | Path) -> Path:
 
 
 def load(uri: str) -> Generator:
-    """A generator from ``runs:/<run_id>/generator``, ``models:/...`` or a local folder.
+    """A generator from ``runs:/<run_id>/generator``, ``models:/...``, a local folder or
+    ``builtin:NAME`` (one that ships, see :func:`shipped`).
 
     Only what :func:`save` writes is read: an MLflow Keras model whose ``.keras`` file lies
     inside the model folder, loaded in Keras's safe mode (no Lambda layers, no function
@@ -55,8 +77,11 @@ def load(uri: str) -> Generator:
     import mlflow
     from mlflow.models import Model
 
+    source = _resolve(uri)
     try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking_uri())
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=source, tracking_uri=tracking_uri()
+        )
         info = Model.load(local)
     except Exception as exc:
         raise FaceReconError(
