@@ -89,7 +89,22 @@ class EmbeddingSampler:
         return out.astype(np.float32)
 
 
-class PhotoSampler:
+class PairedSampler:
+    """Draws embeddings together with what each came from (a photo, a latent)."""
+
+    def __init__(self, embeddings: np.ndarray, paired: np.ndarray) -> None:
+        stats = EmbeddingSampler("gaussian", embeddings)
+        self.mean, self.variance = stats.mean, stats.variance
+        self.embeddings = np.asarray(embeddings, np.float32)
+        self.paired = np.asarray(paired, np.float32)
+
+    def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` (embedding, paired) rows drawn without replacement within a batch."""
+        rows = rng.choice(len(self.embeddings), n, replace=n > len(self.embeddings))
+        return self.embeddings[rows], self.paired[rows]
+
+
+class PhotoSampler(PairedSampler):
     """Draws real faces' embeddings together with their photos (``kind: photos``)."""
 
     def __init__(self, embeddings: np.ndarray, photos: np.ndarray) -> None:
@@ -97,30 +112,19 @@ class PhotoSampler:
             raise FaceReconError(
                 f"sampling: {len(embeddings)} real face(s) to train on; need at least 2"
             )
-        stats = EmbeddingSampler("gaussian", embeddings)
-        self.mean, self.variance = stats.mean, stats.variance
-        self.embeddings = np.asarray(embeddings, np.float32)
-        self.photos = np.asarray(photos, np.float32)
+        super().__init__(embeddings, photos)
 
-    def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """``n`` (embedding, photo) pairs drawn without replacement within a batch."""
-        rows = rng.choice(len(self.embeddings), n, replace=n > len(self.embeddings))
-        return self.embeddings[rows], self.photos[rows]
+    @property
+    def photos(self) -> np.ndarray:
+        return self.paired
 
 
-class GeneratedSampler:
+class GeneratedSampler(PairedSampler):
     """Draws the templates of a parameterization's samples with their parameters."""
 
-    def __init__(self, embeddings: np.ndarray, latents: np.ndarray) -> None:
-        stats = EmbeddingSampler("gaussian", embeddings)
-        self.mean, self.variance = stats.mean, stats.variance
-        self.embeddings = np.asarray(embeddings, np.float32)
-        self.latents = np.asarray(latents, np.float32)
-
-    def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """``n`` (embedding, latent) pairs drawn without replacement within a batch."""
-        rows = rng.choice(len(self.embeddings), n, replace=n > len(self.embeddings))
-        return self.embeddings[rows], self.latents[rows]
+    @property
+    def latents(self) -> np.ndarray:
+        return self.paired
 
 
 #: samples made, embedded and cached together
