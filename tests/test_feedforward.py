@@ -857,7 +857,7 @@ def test_spec_errors_for_the_solver():
         validate(bad)
     lines = err.value.lines
     assert any(
-        line.startswith("solver.generator.kind: Input should be 'embedding' or 'guided'")
+        line.startswith("solver.generator.kind: Input should be 'embedding', 'guided' or 'latent'")
         for line in lines
     )
     assert any("solver.generator.filtrs: unknown key 'filtrs'" in line for line in lines)

@@ -4,7 +4,6 @@ the graph's order, checks, runs, cuts and errors on small graphs whose answers a
 
 from __future__ import annotations
 
-import functools
 import itertools
 from collections.abc import Callable
 from pathlib import Path
@@ -25,59 +24,6 @@ SOURCE = Path("probe.json")
 
 def _normal(*shape: int) -> np.ndarray:
     return RNG.normal(size=shape).astype(np.float32)
-
-
-# --- TensorFlow's CPU kernels ----------------------------------------------------------
-
-
-# Without oneDNN (TensorFlow's default on CPUs without AVX-512; TF_ENABLE_ONEDNN_OPTS=1 turns
-# it on), TensorFlow's CPU kernels have no dilated Conv2DBackpropInput and no dilated or
-# unequally strided DepthwiseConv2dNative: the ops that use them fail there.
-PROBES = {
-    "backprop": lambda: tf.nn.conv2d_transpose(
-        tf.zeros([1, 2, 2, 1]), tf.zeros([2, 2, 1, 1]), [1, 4, 3, 1], 1, "VALID",
-        dilations=[1, 2, 1, 1],
-    ),
-    "depthwise": lambda: [
-        tf.raw_ops.DepthwiseConv2dNative(
-            input=tf.zeros([1, 4, 4, 1]), filter=tf.zeros([1, 1, 1, 1]), strides=[1, 1, 2, 1],
-            padding="VALID",
-        ),
-        tf.raw_ops.DepthwiseConv2dNative(
-            input=tf.zeros([1, 4, 4, 1]), filter=tf.zeros([2, 1, 1, 1]), strides=[1, 1, 1, 1],
-            padding="VALID", dilations=[1, 2, 1, 1],
-        ),
-    ],
-}  # fmt: skip
-
-
-@functools.cache
-def refused(kernel: str) -> bool:
-    """Whether TensorFlow's CPU kernels refuse the probe of ``kernel`` (asked when a test
-    runs, not at import: the mutation runs fork their workers before TensorFlow runs)."""
-    try:
-        PROBES[kernel]()
-    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
-        return True
-    return False
-
-
-def limited(cases: dict, known: dict[str, tuple[str, str]]) -> list:
-    """The sorted case names; a case of ``known``, ``(condition, reason)``, is expected to
-    fail with TensorFlow's error where ``condition`` holds (strictly: should it pass there,
-    the test fails, and the mark is due to go)."""
-    assert set(known) <= set(cases)
-    params = []
-    for name in sorted(cases):
-        if name in known:
-            condition, reason = known[name]
-            mark = pytest.mark.xfail(
-                condition, strict=True, raises=tf.errors.OpError, reason=reason
-            )
-            params.append(pytest.param(name, marks=mark))
-        else:
-            params.append(name)
-    return params
 
 
 # --- numpy references: channels first, direct sums over the kernel ----------------------
@@ -188,16 +134,7 @@ def _check_conv(case: tuple) -> None:
 
 @pytest.mark.parametrize(
     "case",
-    limited(
-        CONVOLUTIONS,
-        {
-            name: (
-                "refused('depthwise')",
-                "DepthwiseConv2dNative without oneDNN: no dilations or unequal strides",
-            )
-            for name in ("depthwise dilated", "depthwise unequal strides")
-        },
-    ),
+    sorted(CONVOLUTIONS),
 )
 def test_conv2d_is_the_direct_sum(case: str):
     _check_conv(CONVOLUTIONS[case])
@@ -314,22 +251,7 @@ def _check_transpose(case: tuple, batch: int = 2) -> None:
 
 @pytest.mark.parametrize(
     "case",
-    limited(
-        TRANSPOSES,
-        {
-            "plain dilated": (
-                "refused('backprop')",
-                "Conv2DBackpropInput without oneDNN: no dilations",
-            ),
-            "two groups dilated": (
-                "refused('backprop')",
-                "Conv2DBackpropInput without oneDNN: no dilations",
-            ),
-            # conv2d_transpose gives equal strides to TensorFlow's depthwise gradient, which
-            # computes its sizes without the dilation (and fails with oneDNN too)
-            "depthwise dilated": ("True", "DepthwiseConv2dNativeBackpropInput has no dilations"),
-        },
-    ),
+    sorted(TRANSPOSES),
 )
 def test_conv2d_transpose_spreads_each_pixel_over_the_kernel(case: str):
     _check_transpose(TRANSPOSES[case])
@@ -600,9 +522,6 @@ class Lookups(dict):
         return super().__getitem__(key)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=RecursionError, reason="Graph.order searches a cycle forever"
-)
 def test_a_cycle_is_one_line_naming_its_nodes():
     graph = calc(
         ("x", "Placeholder", ()), ("a", "Add", ("x", "b")), ("b", "Neg", ("a",)), nodes=Lookups

@@ -72,6 +72,7 @@ class Graph(ABC):
             if name not in self.nodes:
                 raise FaceReconError(f"{self.source}: the graph has no {self.noun} {name!r}")
         done: set[str] = set(feeds)
+        path: dict[str, None] = {}  # expanded, not yet done: the nodes down to the current one
         ordered: list[str] = []
         # Iterative depth-first search: deep graphs would overflow Python's recursion limit.
         stack: list[tuple[str, bool]] = [(name, False) for name in reversed(outputs)]
@@ -80,9 +81,16 @@ class Graph(ABC):
             if name in done:
                 continue
             if expanded:
+                path.pop(name)
                 done.add(name)
                 ordered.append(name)
                 continue
+            if name in path:
+                loop = [*list(path)[list(path).index(name) :], name]
+                raise FaceReconError(
+                    f"{self.source}: the graph has a cycle: {' -> '.join(map(repr, loop))}"
+                )
+            path[name] = None
             stack.append((name, True))
             stack.extend((i, False) for i in reversed(self.nodes[name].inputs) if i not in done)
         return ordered

@@ -42,29 +42,76 @@ def conv2d(
     kernel: tf.Tensor,
     strides: Sequence[int],
     dilations: Sequence[int],
-    pads: Pads,
+    pads: Pads | str,
     groups: int = 1,
 ) -> tf.Tensor:
     """Cross-correlation of NHWC ``x`` with an HWIO ``kernel`` (I = in-channels / groups),
-    zero padding ``pads``. Depthwise when every group has one input and one output channel
-    per multiplier; other groups are convolved one by one."""
+    zero padding ``pads`` ("SAME", "VALID" or (begin, end) per spatial axis). Depthwise when
+    every group has one input and one output channel per multiplier; other groups are
+    convolved one by one."""
     stride = [1, *strides, 1]
     dilation = [1, *dilations, 1]
     channels = x.shape[-1]
     if groups == 1:
         return tf.raw_ops.Conv2D(
-            input=x, filter=kernel, strides=stride, padding="EXPLICIT",
-            explicit_paddings=_explicit(pads), dilations=dilation,
-        )  # fmt: skip
+            input=x, filter=kernel, strides=stride, dilations=dilation, **_padding(pads)
+        )
     if kernel.shape[2] == 1 and groups == channels:
         # (kh, kw, 1, C * m) -> DepthwiseConv2dNative's (kh, kw, C, m): output c * m + j
         depthwise = tf.reshape(kernel, [kernel.shape[0], kernel.shape[1], channels, -1])
-        return tf.raw_ops.DepthwiseConv2dNative(
-            input=x, filter=depthwise, strides=stride, padding="EXPLICIT",
-            explicit_paddings=_explicit(pads), dilations=dilation,
-        )  # fmt: skip
+        return depthwise_conv2d(x, depthwise, strides, dilations, pads)
     parts = zip(tf.split(x, groups, axis=-1), tf.split(kernel, groups, axis=-1), strict=True)
     return tf.concat([conv2d(a, k, strides, dilations, pads) for a, k in parts], axis=-1)
+
+
+def _padding(pads: Pads | str) -> dict:
+    """The padding attributes of TensorFlow's convolution ops: "SAME", "VALID" or explicit
+    (begin, end) pairs."""
+    if isinstance(pads, str):
+        return {"padding": pads}
+    return {"padding": "EXPLICIT", "explicit_paddings": _explicit(pads)}
+
+
+def depthwise_conv2d(
+    x: tf.Tensor,
+    kernel: tf.Tensor,
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    pads: Pads | str,
+) -> tf.Tensor:
+    """DepthwiseConv2dNative of NHWC ``x`` with a (kh, kw, C, m) ``kernel`` at any strides
+    and dilations. TensorFlow's CPU kernel without oneDNN (its default on CPUs without
+    AVX-512) takes neither a dilation nor unequal strides: the dilation goes into the kernel
+    as zeros, and unequal strides become a stride-1 convolution sampled at the strides."""
+    (sh, sw), (dh, dw) = strides, dilations
+    if sh == sw and (dh, dw) == (1, 1):
+        return tf.raw_ops.DepthwiseConv2dNative(
+            input=x, filter=kernel, strides=[1, sh, sw, 1], **_padding(pads)
+        )
+    if isinstance(pads, str):
+        sizes, taps = x.shape[1:3], kernel.shape[:2]
+        pads = same_pads(sizes, strides, dilations, taps, True) if pads == "SAME" else [(0, 0)] * 2
+    x = tf.pad(x, [[0, 0], *pads, [0, 0]])
+    step = sh if sh == sw else 1
+    out = tf.raw_ops.DepthwiseConv2dNative(
+        input=x, filter=dilate_kernel(kernel, dilations), strides=[1, step, step, 1],
+        padding="VALID",
+    )  # fmt: skip
+    return out if sh == sw else out[:, ::sh, ::sw]
+
+
+def dilate_kernel(kernel: tf.Tensor, dilations: Sequence[int]) -> tf.Tensor:
+    """``kernel`` (spatial axes first) with ``d - 1`` zeros between its taps along each
+    spatial axis: the same convolution at dilation 1."""
+    dh, dw = dilations
+    if (dh, dw) == (1, 1):
+        return kernel
+    kh, kw, *rest = kernel.shape
+    spread = tf.pad(
+        kernel[:, None, :, None], [[0, 0], [0, dh - 1], [0, 0], [0, dw - 1]] + [[0, 0]] * len(rest)
+    )
+    spread = tf.reshape(spread, [kh * dh, kw * dw, *rest])
+    return spread[: (kh - 1) * dh + 1, : (kw - 1) * dw + 1]
 
 
 def conv2d_transpose(
@@ -89,16 +136,20 @@ def conv2d_transpose(
     stride = [1, *strides, 1]
     dilation = [1, *dilations, 1]
     batch = tf.shape(x)[0] if batch is None else batch
-    if groups == channels and kernel.shape[2] == 1 and strides[0] != strides[1]:
+    if (
+        groups == channels
+        and kernel.shape[2] == 1
+        and (strides[0] != strides[1] or tuple(dilations) != (1, 1))
+    ):
         out = _depthwise_transpose(x, kernel, strides, dilations)
     elif groups == channels and kernel.shape[2] == 1:
         out = tf.nn.depthwise_conv2d_backprop_input(
             [batch, *full, channels], tf.reshape(kernel, [kh, kw, channels, 1]), x,
             stride, "VALID", dilations=dilation,
         )  # fmt: skip
-    elif groups == 1:
+    elif groups == 1:  # the dilation in the kernel: Conv2DBackpropInput without oneDNN has none
         out = tf.nn.conv2d_transpose(
-            x, kernel, [batch, *full, kernel.shape[2]], stride, "VALID", dilations=dilation
+            x, dilate_kernel(kernel, dilations), [batch, *full, kernel.shape[2]], stride, "VALID"
         )
     else:
         parts = zip(tf.split(x, groups, axis=-1), tf.split(kernel, groups, axis=-1), strict=True)

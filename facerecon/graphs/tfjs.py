@@ -126,12 +126,8 @@ def _apply(node: Node, args: list[tf.Tensor]) -> tf.Tensor:
     if op in _BINARY:
         return _BINARY[op](args[0], args[1])
 
-    if op in ("Conv2D", "_FusedConv2D"):
-        out = tf.raw_ops.Conv2D(input=args[0], filter=args[1], **_conv_attrs(node))
-        return _fused(node, out, args[2:])
-    if op in ("DepthwiseConv2dNative", "FusedDepthwiseConv2dNative"):
-        out = tf.raw_ops.DepthwiseConv2dNative(input=args[0], filter=args[1], **_conv_attrs(node))
-        return _fused(node, out, args[2:])
+    if op in ("Conv2D", "_FusedConv2D", "DepthwiseConv2dNative", "FusedDepthwiseConv2dNative"):
+        return _fused(node, _conv(node, args[0], args[1]), args[2:])
     if op in ("MatMul", "_FusedMatMul"):
         out = tf.linalg.matmul(
             args[0],
@@ -159,24 +155,41 @@ def _apply(node: Node, args: list[tf.Tensor]) -> tf.Tensor:
         return tf.concat(args[:-1], axis=args[-1])
     if op in ("AvgPool", "MaxPool"):
         pool = tf.nn.avg_pool if op == "AvgPool" else tf.nn.max_pool
-        return pool(
-            args[0],
-            ksize=node.get("ksize"),
-            strides=node.get("strides"),
+        first = node.get("data_format") == "NCHW"
+        x = ops.to_channels_last(args[0]) if first else args[0]
+        out = pool(
+            x,
+            ksize=_spatial(node, "ksize"),
+            strides=_spatial(node, "strides"),
             padding=node.get("padding"),
-            data_format=node.get("data_format"),
         )
+        return ops.to_channels_first(out) if first else out
     raise AssertionError(f"op {op} passed the check but has no implementation")
 
 
-def _conv_attrs(node: Node) -> dict[str, Any]:
-    return {
-        "strides": node.get("strides"),
-        "padding": node.get("padding"),
-        "explicit_paddings": node.get("explicit_paddings"),
-        "data_format": node.get("data_format"),
-        "dilations": node.get("dilations"),
-    }
+def _spatial(node: Node, name: str) -> list[int]:
+    """The (height, width) pair of a per-axis attribute in the node's data format (1s where
+    the node leaves it out)."""
+    value = node.get(name) or [1, 1, 1, 1]
+    return list(value[2:4] if node.get("data_format") == "NCHW" else value[1:3])
+
+
+def _conv(node: Node, x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+    """A Conv2D or DepthwiseConv2dNative node on ``x``, run channels-last whatever the
+    node's data format: TensorFlow's CPU kernels take no other."""
+    first = node.get("data_format") == "NCHW"
+    strides, dilations = _spatial(node, "strides"), _spatial(node, "dilations")
+    pads: ops.Pads | str = node.get("padding")
+    if pads == "EXPLICIT":
+        flat = list(node.get("explicit_paddings"))
+        flat = flat[4:8] if first else flat[2:6]
+        pads = [(flat[0], flat[1]), (flat[2], flat[3])]
+    x = ops.to_channels_last(x) if first else x
+    if node.op in ("Conv2D", "_FusedConv2D"):
+        out = ops.conv2d(x, kernel, strides, dilations, pads)
+    else:
+        out = ops.depthwise_conv2d(x, kernel, strides, dilations, pads)
+    return ops.to_channels_first(out) if first else out
 
 
 def _bias_format(node: Node) -> str:

@@ -124,10 +124,17 @@ class GeneratorConfig:
 
     @classmethod
     def of(
-        cls, params: GeneratorParams, model: FaceModel, parameterization: Parameterization
+        cls,
+        params: GeneratorParams,
+        model: FaceModel,
+        parameterization: Parameterization | None = None,
     ) -> GeneratorConfig:
+        """The configuration of ``params`` for ``model``; a latent generator also records
+        the ``parameterization`` that renders its output."""
         extra: dict = {}
         if params.kind == "latent":
+            if parameterization is None:
+                raise ValueError("a latent generator needs the parameterization it feeds")
             extra["latent_shape"] = latent.latent_shape(parameterization, "solver.generator")
             extra["parameterization"] = {
                 "name": parameterization.name,
