@@ -285,6 +285,25 @@ def test_a_batch_of_any_size_runs_through_shape_arithmetic(tmp_path: Path):
     assert out.shape == (5, 12)  # traced with static shapes
 
 
+def test_a_special_zero_reshape_to_a_higher_rank_runs_at_an_unknown_batch(tmp_path: Path):
+    # A 0 keeps the batch, which a trace of any batch size knows only at run time.
+    path, _ = _save(
+        tmp_path, lambda a: ops.reshape(a, _const(np.int64([0, 6, 1, 1])), True), [(2, 6)]
+    )
+    graph = load_ir(path)
+    traced = []
+
+    def run(v):
+        (out,) = graph.run({"x0": v}, graph.results)
+        traced.append(out.shape.as_list())
+        return out
+
+    run = tf.function(run, input_signature=[tf.TensorSpec((None, 6), tf.float32)])
+    x = RNG.normal(size=(3, 6)).astype(np.float32)
+    np.testing.assert_array_equal(run(tf.constant(x)).numpy(), x.reshape(3, 6, 1, 1))
+    assert traced == [[None, 6, 1, 1]]  # the axes it knows stay known for the ops after it
+
+
 def test_an_unknown_op_is_one_line_naming_the_op_and_the_layer(tmp_path: Path):
     params = [ops.parameter([2, 3], np.float32, name="x0")]
     soft = ops.softmax(params[0], 1, name="probabilities")

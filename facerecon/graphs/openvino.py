@@ -150,10 +150,16 @@ def _reshape(node: Node, args: list[tf.Tensor]) -> tf.Tensor:
             dims = [x.shape[i] if d == 0 else d for i, d in enumerate(dims)]
         if None not in dims:  # a static target keeps the traced shape static
             return tf.reshape(x, dims)
+        if -1 not in dims:  # kept axes of unknown size (the batch of a trace): the rest stays
+            live = tf.shape(x, out_type=tf.int64)
+            out = tf.reshape(x, tf.stack([live[i] if d is None else d for i, d in enumerate(dims)]))
+            out.set_shape(dims)
+            return out
     if _flag(node, "special_zero"):
         # A 0 in the target keeps the input's size on that axis.
-        count = shape.shape[0]
-        kept = tf.shape(x, out_type=shape.dtype)[:count]
+        # A target longer than the input's rank takes no 0 past it: pad what is kept.
+        count, rank = shape.shape[0], x.shape.rank
+        kept = tf.pad(tf.shape(x, out_type=shape.dtype)[:count], [[0, max(count - rank, 0)]])
         shape = tf.where(tf.equal(shape, 0), kept, shape)
     return tf.reshape(x, shape)
 

@@ -44,7 +44,8 @@ def build_network(
         )(x)
     x = keras.layers.Dense(math.prod(latent_shape), kernel_initializer="zeros", name="to_latent")(x)
     latent = keras.layers.Reshape(latent_shape, name="latent")(x)
-    return keras.Model(embedding, latent, name="latent_generator")
+    # inputs as a list, as every generator kind takes them
+    return keras.Model([embedding], latent, name="latent_generator")
 
 
 def renderer(
@@ -90,9 +91,6 @@ def latent_shape(param: Parameterization, where: str) -> tuple[int, ...]:
 
 
 def compiled(network: keras.Model, render: Callable[[tf.Tensor], tf.Tensor]) -> Callable:
-    """One traced function from embeddings to rendered images."""
-    size = network.input_shape[-1]
-    return tf.function(
-        lambda e: render(network(e, training=False)),
-        input_signature=[tf.TensorSpec((None, size), tf.float32)],
-    )
+    """One traced function from embeddings to rendered images, traced once per batch size:
+    a graph reader's shape arithmetic keeps the image's static shape only at a known batch."""
+    return tf.function(lambda e: render(network([e], training=False)))
