@@ -200,6 +200,33 @@ def stylegan_cost(model, steps: int, rounds: int = 3, batches: tuple[int, ...] =
     return out
 
 
+def latent_generator_cost(model, steps: int, rounds: int = 3, batch: int = 32) -> dict:
+    """One-pass generation of ``batch`` templates by the shipped latent generator
+    (builtin:latent-dlib: template -> w -> MobileStyleGAN, rendered 4 at a time) against
+    one compiled iterative step of the generator recipe on the same templates. A step at
+    batch 32 does not fit in memory here (2.2 GiB per element); it is timed at batch 4 and
+    counted 8 times. Medians of ``rounds`` interleaved measurements in this process."""
+    from facerecon_plugins.solvers.feedforward import store
+
+    generator = store.load("builtin:latent-dlib")
+    generator.check_model(model)
+    rng = np.random.default_rng(0)
+    embeddings = rng.normal(size=(batch, model.embedding_size)).astype(np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    iterative = {"parameterization": generator.renderer}
+    small = 4
+    seconds: dict[str, list[float]] = {"one pass": [], "iterative step": []}
+    for _ in range(rounds):
+        seconds["one pass"].append(median_time(lambda: generator.generate(embeddings), 1, 1))
+        step = compiled_step_seconds(model, small, steps, **iterative)
+        seconds["iterative step"].append(step * batch / small)
+    out = {f"{name} s (batch {batch})": float(np.median(v)) for name, v in seconds.items()}
+    out["iterative step / one pass"] = (
+        out[f"iterative step s (batch {batch})"] / out[f"one pass s (batch {batch})"]
+    )
+    return out
+
+
 def identity_generator_cost(model, steps: int, rounds: int = 3, batch: int = 32) -> dict:
     """One-pass generation at ``batch`` by the identity generator's architecture (guided,
     32 filters: generator-1 of experiments/feedforward/identity-generators-dlib.yaml)
@@ -520,6 +547,9 @@ def main() -> None:
                 "stylegan": {
                     "load_average_at_start": os.getloadavg(),
                     "dlib-resnet": stylegan_cost(model_for("dlib-resnet"), args.steps),
+                    "latent_generator": latent_generator_cost(
+                        model_for("dlib-resnet"), args.steps
+                    ),
                     "load_average_at_end": os.getloadavg(),
                 }
             },

@@ -117,7 +117,7 @@ def test_a_linear_latent_generator_learns_the_least_squares_map_and_round_trips(
     rows = np.c_[samples.embeddings, np.ones(len(samples.embeddings))]
     solution, *_ = np.linalg.lstsq(rows, samples.latents.reshape(80, CODE), rcond=None)
     best = rows @ solution
-    predicted = generator.network(samples.embeddings).numpy().reshape(80, CODE)
+    predicted = generator.network([samples.embeddings]).numpy().reshape(80, CODE)
     zero = np.mean(samples.latents.reshape(80, CODE) ** 2)
     optimum = np.mean((best - samples.latents.reshape(80, CODE)) ** 2)
     reached = np.mean((predicted - samples.latents.reshape(80, CODE)) ** 2)
@@ -128,7 +128,7 @@ def test_a_linear_latent_generator_learns_the_least_squares_map_and_round_trips(
     loaded = store.load(str(folder))
     loaded.check_model(api.model("tiny"), "loaded")
     embeddings = samples.embeddings[:5]
-    expected = numpy_images(generator.network(embeddings).numpy())
+    expected = numpy_images(generator.network([embeddings]).numpy())
     np.testing.assert_allclose(loaded.generate(embeddings), expected, atol=1e-5)
     assert "latent generator (0 x 1024 hidden, to toy-latent's 1x6 latent)" in (
         loaded.config.describe()

@@ -130,7 +130,7 @@ class Trainer:
         ) -> dict[str, tf.Tensor]:
             with tf.GradientTape() as tape:
                 if generator.latent:
-                    made = generator.network(embeddings, training=True)
+                    made = generator.network([embeddings], training=True)
                     distance = tf.reduce_mean(
                         tf.square(made - latents), axis=list(range(1, len(made.shape)))
                     )
