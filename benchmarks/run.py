@@ -547,9 +547,7 @@ def main() -> None:
                 "stylegan": {
                     "load_average_at_start": os.getloadavg(),
                     "dlib-resnet": stylegan_cost(model_for("dlib-resnet"), args.steps),
-                    "latent_generator": latent_generator_cost(
-                        model_for("dlib-resnet"), args.steps
-                    ),
+                    "latent_generator": latent_generator_cost(model_for("dlib-resnet"), args.steps),
                     "load_average_at_end": os.getloadavg(),
                 }
             },
